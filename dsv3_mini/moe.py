@@ -1,0 +1,115 @@
+"""DeepSeekMoE: shared experts plus fine-grained routed experts behind a sigmoid, group-limited router.
+
+V3 report §2.1.2, equations 12-16:
+    h'_t = u_t + Σ_{i=1..N_s} FFN_i^(s)(u_t) + Σ_{i=1..N_r} g_i,t FFN_i^(r)(u_t)
+    s_i,t = sigmoid(u_t · e_i)
+    selected = TopK over experts of (s_i,t + b_i), restricted to the topk_group best groups
+    g_i,t = routed_scale · s_i,t / Σ_{j selected} s_j,t      (the bias b only selects; it never weights)
+The bias ``b`` is a buffer, not a parameter: no gradient reaches it; ``dsv3_mini.balancing`` moves it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+
+class SwiGLU(nn.Module):
+    """FFN(x) = W2 (silu(W1 x) ⊙ W3 x): (..., dim) -> (..., dim). Used for dense layers and shared experts."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden, bias=False)  # gate
+        self.w3 = nn.Linear(dim, hidden, bias=False)  # up
+        self.w2 = nn.Linear(hidden, dim, bias=False)  # down
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+@dataclass
+class Routing:
+    """One router decision for T tokens and E experts, K chosen per token.
+
+    ``scores`` (T, E) are the affinities s (with gradient, for balance losses), ``weights`` (T, K) the gating values
+    g, ``indices`` (T, K) the chosen experts, ``counts`` (E,) tokens per expert.
+    """
+
+    scores: torch.Tensor
+    weights: torch.Tensor
+    indices: torch.Tensor
+    counts: torch.Tensor
+
+
+class Router(nn.Module):
+    """Affinities, group-limited top-k selection with a selection-only bias, and normalised gating weights."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, cfg.hidden_size))  # centroids e_i
+        self.register_buffer("bias", torch.zeros(cfg.n_routed_experts))  # b_i: selection only, no gradient
+
+    def forward(self, x: torch.Tensor) -> Routing:
+        """x: (T, hidden) -> Routing. Scores are computed in fp32 whatever the input dtype (as V3 keeps gates)."""
+        cfg = self.cfg
+        logits = F.linear(x.float(), self.weight.float())
+        scores = logits.sigmoid() if cfg.scoring_func == "sigmoid" else logits.softmax(dim=-1)
+        choice = scores.detach() + self.bias  # selection uses s + b; weights below use s alone
+        if cfg.n_group > 1:
+            grouped = choice.view(-1, cfg.n_group, cfg.n_routed_experts // cfg.n_group)
+            group_scores = grouped.topk(2, dim=-1).values.sum(dim=-1)  # a group's score: the sum of its top 2
+            kept = group_scores.topk(cfg.topk_group, dim=-1).indices
+            keep = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, kept, True)
+            choice = grouped.masked_fill(~keep[..., None], float("-inf")).view(-1, cfg.n_routed_experts)
+        indices = choice.topk(cfg.num_experts_per_tok, dim=-1).indices
+        weights = scores.gather(1, indices)
+        if cfg.norm_topk_prob:
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        weights = weights * cfg.routed_scaling_factor
+        counts = torch.bincount(indices.flatten(), minlength=cfg.n_routed_experts)
+        return Routing(scores=scores, weights=weights, indices=indices, counts=counts)
+
+
+class MoE(nn.Module):
+    """Shared + routed experts. ``forward``: (batch, seq, hidden) -> same shape.
+
+    Routed experts are stored stacked (w1, w3: (E, inter, hidden); w2: (E, hidden, inter)). Dispatch sorts the
+    (token, expert) pairs by expert, so each expert runs one matmul on its contiguous slice of tokens.
+    The N_s shared experts are one SwiGLU of width N_s × inter: the sum of N_s SwiGLUs is exactly that.
+    After each forward, ``last_routing`` holds the router's decision (for balancing and widgets).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        e, d, i = cfg.n_routed_experts, cfg.hidden_size, cfg.moe_intermediate_size
+        self.gate = Router(cfg)
+        self.w1 = nn.Parameter(torch.empty(e, i, d))
+        self.w3 = nn.Parameter(torch.empty(e, i, d))
+        self.w2 = nn.Parameter(torch.empty(e, d, i))
+        self.shared = SwiGLU(d, cfg.n_shared_experts * i) if cfg.n_shared_experts else None
+        self.last_routing: Routing | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        routing = self.gate(flat)
+        self.last_routing = routing
+        k = routing.indices.shape[1]
+        order = routing.indices.flatten().argsort(stable=True)  # (token, slot) pairs grouped by expert
+        token = order // k
+        xs = flat[token]
+        outs = []
+        for e, chunk in enumerate(xs.split(routing.counts.tolist())):
+            if len(chunk):
+                outs.append(F.linear(F.silu(F.linear(chunk, self.w1[e])) * F.linear(chunk, self.w3[e]), self.w2[e]))
+        routed = torch.cat(outs) * routing.weights.flatten()[order, None].to(x.dtype)
+        out = torch.zeros_like(flat).index_add_(0, token, routed)
+        if self.shared is not None:
+            out = out + self.shared(flat)
+        return out.view(shape)
