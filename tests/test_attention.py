@@ -1,0 +1,102 @@
+import math
+
+import pytest
+import torch
+
+from dsv3_mini import DeepSeekV3, preset
+from dsv3_mini.attention import MLA, StandardAttention
+from dsv3_mini.rope import RotaryEmbedding, apply_rope, inverse_frequencies
+
+KINDS = [{}, {"q_lora_rank": None}, {"attention": "mha"}, {"attention": "gqa", "num_key_value_heads": 2},
+         {"attention": "mqa"}]
+
+
+def _rope_for(cfg, seq):
+    dim = cfg.qk_rope_head_dim if cfg.attention == "mla" else cfg.std_head_dim
+    return RotaryEmbedding(dim, cfg)(0, seq)
+
+
+@pytest.mark.parametrize("changes", [{}, {"q_lora_rank": None}, {"rope_scaling": {
+    "factor": 8.0, "original_max_position_embeddings": 64, "mscale": 1.0, "mscale_all_dim": 1.0}}])
+def test_absorbed_equals_naive(changes):
+    cfg = preset("tiny").replace(**changes)
+    attn = MLA(cfg)
+    for p in attn.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    x = torch.randn(2, 13, cfg.hidden_size)
+    cos, sin = _rope_for(cfg, 13)
+    naive = attn(x, cos, sin, impl="naive")
+    absorbed = attn(x, cos, sin, impl="absorbed")
+    torch.testing.assert_close(absorbed, naive, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("changes", KINDS + [{"mla_impl": "naive"}])
+def test_incremental_decoding_equals_full_forward(changes):
+    cfg = preset("tiny").replace(**changes)
+    model = DeepSeekV3(cfg).eval()
+    tokens = torch.randint(0, cfg.vocab_size, (2, 11))
+    with torch.no_grad():
+        full = model(tokens).logits
+        cache = model.new_cache()
+        parts = [model(tokens[:, :4], cache=cache).logits]  # a prefill, then one token at a time
+        parts += [model(tokens[:, i : i + 1], cache=cache).logits for i in range(4, 8)]
+        parts.append(model(tokens[:, 8:], cache=cache).logits)  # a multi-token chunk after a prefix
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_mla_caches_only_the_latent_and_one_rope_key():
+    cfg = preset("tiny")
+    model = DeepSeekV3(cfg).eval()
+    cache = model.new_cache()
+    with torch.no_grad():
+        model(torch.randint(0, cfg.vocab_size, (3, 6)), cache=cache)
+    c_kv, k_rope = cache.layers[0]
+    assert c_kv.shape == (3, 6, cfg.kv_lora_rank)
+    assert k_rope.shape == (3, 6, cfg.qk_rope_head_dim)
+
+
+def test_attention_is_causal():
+    cfg = preset("tiny")
+    model = DeepSeekV3(cfg).eval()
+    a = torch.randint(0, cfg.vocab_size, (1, 10))
+    b = a.clone()
+    b[0, 6:] = (b[0, 6:] + 1) % cfg.vocab_size
+    with torch.no_grad():
+        torch.testing.assert_close(model(a).logits[:, :6], model(b).logits[:, :6])
+
+
+def test_gqa_with_all_heads_is_mha():
+    cfg = preset("tiny").replace(attention="gqa", num_key_value_heads=4)
+    gqa = StandardAttention(cfg)
+    mha = StandardAttention(cfg.replace(attention="mha"))
+    mha.load_state_dict(gqa.state_dict())
+    x = torch.randn(1, 7, cfg.hidden_size)
+    cos, sin = _rope_for(cfg, 7)
+    torch.testing.assert_close(gqa(x, cos, sin), mha(x, cos, sin))
+
+
+def test_rope_preserves_norm_and_encodes_relative_position():
+    cfg = preset("tiny")
+    rope = RotaryEmbedding(8, cfg)
+    q, k = torch.randn(8), torch.randn(8)
+    cos, sin = rope(0, 40)
+    rq, rk = apply_rope(q.expand(40, 8), cos, sin), apply_rope(k.expand(40, 8), cos, sin)
+    torch.testing.assert_close(rq.norm(dim=-1), q.norm().expand(40))
+    # q at position m and k at position n score the same as at m+s, n+s
+    torch.testing.assert_close(rq[10] @ rk[3], rq[30] @ rk[23], atol=1e-5, rtol=1e-5)
+
+
+def test_yarn_keeps_high_frequencies_and_stretches_low_ones():
+    plain, _ = inverse_frequencies(64, 10000.0)
+    yarn, amplitude = inverse_frequencies(64, 10000.0, {"factor": 40, "original_max_position_embeddings": 4096,
+                                                        "beta_fast": 32, "beta_slow": 1})
+    assert yarn[0] == plain[0]  # fastest rotation: extrapolated unchanged
+    assert yarn[-1] == pytest.approx(plain[-1] / 40)  # slowest: interpolated by the scale s
+    assert amplitude == pytest.approx(0.1 * math.log(40) + 1)
+
+
+def test_positions_beyond_the_limit_are_a_clear_error():
+    cfg = preset("tiny").replace(max_position_embeddings=16)
+    model = DeepSeekV3(cfg)
+    with pytest.raises(ValueError, match="max_position_embeddings=16"):
+        model(torch.zeros(1, 17, dtype=torch.long))

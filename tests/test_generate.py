@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from dsv3_mini import DeepSeekV3, preset
+from dsv3_mini.generate import generate
+
+
+def test_greedy_generation_equals_argmax_of_full_forwards(tiny_model):
+    prompt = torch.tensor([[5, 17, 42, 99], [1, 2, 3, 4]])
+    out = generate(tiny_model, prompt, max_new_tokens=8)
+    assert out.shape == (2, 12) and torch.equal(out[:, :4], prompt)
+    seq = prompt
+    with torch.no_grad():
+        for _ in range(8):
+            nxt = tiny_model(seq).logits[:, -1].argmax(-1, keepdim=True)
+            seq = torch.cat([seq, nxt], dim=1)
+    assert torch.equal(out, seq)
+
+
+def test_one_dimensional_prompt_gives_one_dimensional_output(tiny_model):
+    out = generate(tiny_model, [3, 4, 5], max_new_tokens=2)
+    assert out.shape == (5,)
+
+
+def test_sampling_is_reproducible_with_a_generator(tiny_model):
+    a = generate(tiny_model, [1, 2], 10, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(0))
+    b = generate(tiny_model, [1, 2], 10, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+
+
+def test_top_k_one_is_greedy(tiny_model):
+    greedy = generate(tiny_model, [7, 8, 9], 6)
+    sampled = generate(tiny_model, [7, 8, 9], 6, temperature=0.7, top_k=1)
+    assert torch.equal(greedy, sampled)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"max_new_tokens": -1}, "max_new_tokens=-1"), ({"max_new_tokens": 2, "temperature": -1.0}, "temperature=-1.0"),
+     ({"max_new_tokens": 2, "top_k": 0}, "top_k=0"), ({"max_new_tokens": 600}, "max_position_embeddings=512")],
+)
+def test_bad_arguments_raise_clear_errors(tiny_model, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        generate(tiny_model, [1, 2, 3], **kwargs)
+
+
+def test_out_of_vocabulary_tokens_are_rejected():
+    model = DeepSeekV3(preset("tiny"))
+    with pytest.raises(ValueError, match="token ids must lie in 0..255"):
+        model(torch.tensor([[1, 256]]))
