@@ -15,6 +15,7 @@ from typing import Any
 ATTENTION_KINDS = ("mla", "mha", "gqa", "mqa")
 MLA_IMPLS = ("naive", "absorbed")
 SCORING_FUNCS = ("sigmoid", "softmax")
+BALANCE_POLICIES = ("loss-free", "aux-loss", "none")
 PRESETS = ("tiny", "mini", "mini-dense", "deepseek-v3")
 _YARN_KEYS = {"factor", "original_max_position_embeddings", "beta_fast", "beta_slow", "mscale", "mscale_all_dim"}
 
@@ -57,8 +58,14 @@ class ModelConfig:
     routed_scaling_factor: float = 2.5
     scoring_func: str = "sigmoid"  # "softmax" (V2-style) is kept for comparison
     norm_topk_prob: bool = True
-    # multi-token prediction: number of sequential MTP modules (V3 uses 1)
+    # load balancing (dsv3_mini.balancing): "loss-free" (bias rule + tiny sequence-wise loss), "aux-loss", "none"
+    balance: str = "loss-free"
+    bias_update_speed: float = 0.001  # γ
+    seq_aux_alpha: float = 0.0001  # α of the complementary sequence-wise loss
+    aux_loss_alpha: float = 0.01  # α of the classic auxiliary loss (policy "aux-loss"); our choice, not V3's
+    # multi-token prediction: number of sequential MTP modules (V3 uses 1) and the loss weight λ
     num_nextn_predict_layers: int = 1
+    mtp_loss_weight: float = 0.3
     rms_norm_eps: float = 1e-6
     initializer_range: float = 0.02
     name: str = field(default="custom", compare=False)
@@ -137,6 +144,11 @@ class ModelConfig:
             raise ValueError(f"mla_impl={self.mla_impl!r} is not one of {', '.join(map(repr, MLA_IMPLS))}")
         if self.scoring_func not in SCORING_FUNCS:
             raise ValueError(f"scoring_func={self.scoring_func!r} is not one of {', '.join(map(repr, SCORING_FUNCS))}")
+        if self.balance not in BALANCE_POLICIES:
+            raise ValueError(f"balance={self.balance!r} is not one of {', '.join(map(repr, BALANCE_POLICIES))}")
+        for n in ("bias_update_speed", "seq_aux_alpha", "aux_loss_alpha", "mtp_loss_weight"):
+            if not getattr(self, n) >= 0:
+                raise ValueError(f"{n}={getattr(self, n)!r} must be a number >= 0")
         if self.q_lora_rank is not None:
             positive("q_lora_rank")
         if self.qk_rope_head_dim % 2:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,7 @@ __all__ = [
     "FORMATS",
     "FP8Format",
     "FP8Linear",
+    "apply_fp8",
     "BLOCK_NAMES",
     "cast_unscaled",
     "dequantize",
@@ -524,3 +526,36 @@ def tile_error_map(x: torch.Tensor, block=(1, 128), fmt: str = "e4m3") -> torch.
     norm = _to_tiles(x2d, br, bc).double().pow(2).sum(dim=(1, 3)).sqrt()
     safe = torch.where(norm > 0, norm, torch.ones_like(norm))
     return torch.where(norm > 0, err / safe, torch.zeros_like(err)).float()
+
+
+# ---------------------------------------------------------------------------
+# The model switch: FP8 where the report uses it, full precision elsewhere
+# ---------------------------------------------------------------------------
+
+
+def apply_fp8(model: nn.Module, fmt: str = "e4m3", act_block=(1, 128), weight_block=(128, 128)) -> list[str]:
+    """Run the model's linear layers in simulated FP8, in place; returns the names of what now runs in FP8.
+
+    FP8 (as in V3, Section 3.3.1): attention projections, dense FFNs, shared and routed experts, MTP projections.
+    Kept in full precision (as in V3): embedding, output head, MoE gates, norms, the attention core. ``wkv_b``
+    (W_UK, W_UV) is applied inside our attention core by einsum — absorbed into queries and outputs — so it also
+    stays in full precision here. Parameters are shared, not copied, so an optimizer made earlier keeps working.
+    """
+    from .moe import MoE, Router
+
+    get_format(fmt)
+    converted = []
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            full = f"{name}.{child_name}" if name else child_name
+            if type(child) is not nn.Linear or child_name in ("head", "wkv_b") or isinstance(module, Router):
+                continue
+            fp8 = FP8Linear(child.in_features, child.out_features, child.bias is not None, fmt=fmt,
+                            act_block=act_block, weight_block=weight_block, device=child.weight.device)
+            fp8.weight, fp8.bias = child.weight, child.bias
+            setattr(module, child_name, fp8)
+            converted.append(full)
+        if isinstance(module, MoE):
+            module.linear = partial(fp8_linear, fmt=fmt, act_block=act_block, weight_block=weight_block)
+            converted.append(f"{name}.experts" if name else "experts")
+    return sorted(converted)

@@ -1,11 +1,13 @@
-"""Cached autoregressive decoding."""
+"""Cached autoregressive decoding, plain and speculative (MTP drafts, the main model verifies)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
+from .kv_cache import KVCache
 from .model import DeepSeekV3
 
 
@@ -63,3 +65,82 @@ def generate(model: DeepSeekV3, prompt: torch.Tensor | Sequence[int], max_new_to
                 logits = model(nxt, cache=cache).logits[:, -1]
     result = torch.cat(out, dim=1)
     return result[0] if flat else result
+
+
+@dataclass
+class SpeculativeStats:
+    """Counts of a speculative run: ``drafted`` MTP proposals, ``accepted`` of them, ``forward_passes`` of the main
+    model (the prefill included), ``new_tokens`` produced."""
+
+    drafted: int = 0
+    accepted: int = 0
+    forward_passes: int = 0
+    new_tokens: int = 0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def tokens_per_forward(self) -> float:
+        return self.new_tokens / self.forward_passes if self.forward_passes else 0.0
+
+
+@torch.no_grad()
+def speculative_generate(model: DeepSeekV3, prompt: torch.Tensor | Sequence[int],
+                         max_new_tokens: int) -> tuple[torch.Tensor, SpeculativeStats]:
+    """Greedy decoding where MTP module 1 drafts the token after next and the main model verifies it.
+
+    Each main-model forward takes [t_next, draft]: its first output checks the draft (greedy acceptance: accept iff
+    it is the main model's own argmax), its second gives the next token for free when the draft is accepted. So the
+    result is exactly ``generate(model, prompt, max_new_tokens, temperature=0.0)``, in fewer forward passes.
+    V3 drafts with its one MTP module (depth 1), as here; deeper modules are not used for drafting.
+    Batch size 1 (rows of a batch would accept different numbers of tokens). Returns (tokens, stats).
+    """
+    if not model.mtp:
+        raise ValueError("speculative_generate needs a model with num_nextn_predict_layers >= 1 (an MTP module)")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 0")
+    flat = torch.as_tensor(prompt).dim() == 1
+    tokens = as_batch(prompt)
+    if tokens.shape[0] != 1:
+        raise ValueError(f"speculative_generate decodes one sequence at a time; got batch size {tokens.shape[0]}")
+    limit = model.cfg.max_position_embeddings
+    if tokens.shape[1] + max_new_tokens + 1 > limit:
+        raise ValueError(f"prompt ({tokens.shape[1]}) + max_new_tokens ({max_new_tokens}) + 1 draft position exceeds "
+                         f"max_position_embeddings={limit}")
+    stats = SpeculativeStats()
+    if max_new_tokens == 0:
+        return (tokens[0] if flat else tokens), stats
+    mtp, cache, mtp_cache = model.mtp[0], model.new_cache(), KVCache(1)
+
+    def draft_from(h: torch.Tensor, next_tokens: torch.Tensor) -> torch.Tensor:
+        # MTP position i pairs h_i with the embedding of token i+1; both are final by now
+        cos, sin = model.rope(len(mtp_cache), h.shape[1])
+        hk = mtp(h, model.embed(next_tokens), cos, sin, mtp_cache)
+        return model.head(mtp.norm(hk[:, -1:])).argmax(-1)
+
+    out = model(tokens, cache=cache)
+    stats.forward_passes += 1
+    nxt = out.logits[:, -1:].argmax(-1)
+    draft = draft_from(out.hidden_states, torch.cat([tokens[:, 1:], nxt], dim=1))
+    produced = [nxt]
+    while sum(p.shape[1] for p in produced) < max_new_tokens:
+        verify = model(torch.cat([nxt, draft], dim=1), cache=cache)
+        stats.forward_passes += 1
+        stats.drafted += 1
+        predicted = verify.logits.argmax(-1)  # (1, 2): the token after nxt, and after the draft
+        if torch.equal(predicted[:, :1], draft):
+            stats.accepted += 1
+            nxt = predicted[:, 1:]
+            produced += [draft, nxt]
+            draft = draft_from(verify.hidden_states, torch.cat([draft, nxt], dim=1))
+        else:
+            cache.crop(len(cache) - 1)  # forget the rejected draft's position
+            nxt = predicted[:, :1]
+            produced.append(nxt)
+            draft = draft_from(verify.hidden_states[:, :1], nxt)
+    new = torch.cat(produced, dim=1)[:, :max_new_tokens]
+    stats.new_tokens = new.shape[1]
+    result = torch.cat([tokens, new], dim=1)
+    return (result[0] if flat else result), stats

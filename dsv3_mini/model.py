@@ -13,21 +13,33 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import make_attention
+from .balancing import balance_loss
 from .config import ModelConfig
 from .kv_cache import KVCache
 from .moe import MoE, SwiGLU
+from .mtp import MTPModule
 from .rope import RotaryEmbedding
+
+IGNORE_INDEX = -100  # targets with this value are not scored
 
 
 @dataclass
 class ModelOutput:
-    """``logits`` (batch, seq, vocab); ``loss`` the mean next-token cross-entropy (None without targets);
-    ``hidden_states`` (batch, seq, hidden) the final normed states that the head reads (MTP starts from them)."""
+    """What ``DeepSeekV3.forward`` returns.
+
+    - ``logits`` (batch, seq, vocab) of the main model; ``hidden_states`` (batch, seq, hidden) the last block's output
+      before the final norm (h^0, where MTP starts).
+    - With targets: ``main_loss`` the next-token cross-entropy; ``mtp_losses`` one cross-entropy per MTP depth;
+      ``balance_loss`` the policy's balance term (None if it has none); ``loss`` the training loss
+      main + λ/D · Σ mtp + balance.
+    """
 
     logits: torch.Tensor
     loss: torch.Tensor | None = None
     hidden_states: torch.Tensor | None = None
-    extra_losses: dict[str, torch.Tensor] = field(default_factory=dict)
+    main_loss: torch.Tensor | None = None
+    mtp_losses: list[torch.Tensor] = field(default_factory=list)
+    balance_loss: torch.Tensor | None = None
 
 
 class Block(nn.Module):
@@ -49,8 +61,10 @@ class Block(nn.Module):
 class DeepSeekV3(nn.Module):
     """A DeepSeek-V3-shaped language model built from a ``ModelConfig``.
 
-    ``forward(tokens, targets=None, cache=None)``: tokens (batch, seq) int64 -> ``ModelOutput``.
-    With a ``KVCache`` the tokens continue the cached positions (incremental decoding).
+    ``forward(tokens, targets=None, cache=None)``: tokens (batch, seq) int64 -> ``ModelOutput``; ``targets[:, i]``
+    is the token that follows ``tokens[:, i]``. With a ``KVCache`` the tokens continue the cached positions.
+    ``mtp`` holds ``num_nextn_predict_layers`` MTP modules sharing ``embed`` and ``head``; they run when targets are
+    given (training) or through ``mtp_logits`` / speculative decoding.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -62,6 +76,7 @@ class DeepSeekV3(nn.Module):
         )
         self.norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.mtp = nn.ModuleList(MTPModule(cfg) for _ in range(cfg.num_nextn_predict_layers))
         self.rope = RotaryEmbedding(cfg.qk_rope_head_dim if cfg.attention == "mla" else cfg.std_head_dim, cfg)
         self.reset_parameters()
 
@@ -77,9 +92,10 @@ class DeepSeekV3(nn.Module):
         for m in self.moe_layers():
             m.gate.bias.zero_()
 
-    def moe_layers(self) -> list[MoE]:
-        """The MoE modules, in layer order (for balancing and inspection)."""
-        return [b.ffn for b in self.layers if isinstance(b.ffn, MoE)]
+    def moe_layers(self, include_mtp: bool = True) -> list[MoE]:
+        """The MoE modules in layer order, then those of the MTP modules (for balancing and inspection)."""
+        blocks = list(self.layers) + ([m.block for m in self.mtp] if include_mtp else [])
+        return [b.ffn for b in blocks if isinstance(b.ffn, MoE)]
 
     def new_cache(self) -> KVCache:
         return KVCache(self.cfg.num_hidden_layers)
@@ -95,11 +111,38 @@ class DeepSeekV3(nn.Module):
         x = self.embed(tokens)
         for i, block in enumerate(self.layers):
             x = block(x, cos, sin, cache, i)
-        h = self.norm(x)
-        logits = self.head(h)
-        loss = None
-        if targets is not None:
-            if targets.shape != tokens.shape:
-                raise ValueError(f"targets shape {tuple(targets.shape)} must equal tokens shape {tuple(tokens.shape)}")
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
-        return ModelOutput(logits=logits, loss=loss, hidden_states=h)
+        logits = self.head(self.norm(x))
+        if targets is None:
+            return ModelOutput(logits=logits, hidden_states=x)
+        if targets.shape != tokens.shape:
+            raise ValueError(f"targets shape {tuple(targets.shape)} must equal tokens shape {tuple(tokens.shape)}")
+        main = cross_entropy(logits, targets)
+        mtp_losses = [cross_entropy(lg, targets[:, k:]) for k, lg in enumerate(self.mtp_logits(tokens, x), start=1)]
+        balance = balance_loss(self)
+        loss = main
+        if mtp_losses:
+            loss = loss + self.cfg.mtp_loss_weight / len(self.mtp) * torch.stack(mtp_losses).sum()
+        if balance is not None:
+            loss = loss + balance
+        return ModelOutput(logits=logits, loss=loss, hidden_states=x, main_loss=main, mtp_losses=mtp_losses,
+                           balance_loss=balance)
+
+    def mtp_logits(self, tokens: torch.Tensor, h0: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of every MTP depth k = 1..D: a list of (batch, seq - k, vocab).
+
+        Entry [k-1][:, i] predicts token i + k + 1 from h^{k-1}_i and the embedding of token i + k: it never sees
+        the token it predicts. ``h0`` is the main model's ``hidden_states`` for ``tokens``.
+        """
+        out, h, seq = [], h0, tokens.shape[1]
+        for k, module in enumerate(self.mtp, start=1):
+            if seq - k < 1:
+                break
+            cos, sin = self.rope(0, seq - k)
+            h = module(h[:, : seq - k], self.embed(tokens[:, k:]), cos, sin)
+            out.append(self.head(module.norm(h)))
+        return out
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of (batch, seq, vocab) logits against (batch, seq) targets, skipping IGNORE_INDEX."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)

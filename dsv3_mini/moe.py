@@ -37,13 +37,15 @@ class Routing:
     """One router decision for T tokens and E experts, K chosen per token.
 
     ``scores`` (T, E) are the affinities s (with gradient, for balance losses), ``weights`` (T, K) the gating values
-    g, ``indices`` (T, K) the chosen experts, ``counts`` (E,) tokens per expert.
+    g, ``indices`` (T, K) the chosen experts, ``counts`` (E,) tokens per expert; ``tokens_shape`` is the shape the
+    T tokens came in, e.g. (batch, seq), so per-sequence statistics can be formed.
     """
 
     scores: torch.Tensor
     weights: torch.Tensor
     indices: torch.Tensor
     counts: torch.Tensor
+    tokens_shape: tuple[int, ...] = ()
 
 
 class Router(nn.Module):
@@ -73,7 +75,7 @@ class Router(nn.Module):
             weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
         weights = weights * cfg.routed_scaling_factor
         counts = torch.bincount(indices.flatten(), minlength=cfg.n_routed_experts)
-        return Routing(scores=scores, weights=weights, indices=indices, counts=counts)
+        return Routing(scores=scores, weights=weights, indices=indices, counts=counts, tokens_shape=(x.shape[0],))
 
 
 class MoE(nn.Module):
@@ -82,7 +84,10 @@ class MoE(nn.Module):
     Routed experts are stored stacked (w1, w3: (E, inter, hidden); w2: (E, hidden, inter)). Dispatch sorts the
     (token, expert) pairs by expert, so each expert runs one matmul on its contiguous slice of tokens.
     The N_s shared experts are one SwiGLU of width N_s × inter: the sum of N_s SwiGLUs is exactly that.
-    After each forward, ``last_routing`` holds the router's decision (for balancing and widgets).
+    After each forward, ``last_routing`` holds the router's decision (for balancing and widgets). In training mode
+    ``step_counts`` adds up tokens per expert until ``balancing.apply_bias_update`` reads and resets it, so the bias
+    update sees every micro-batch of an optimizer step.
+    ``linear`` is the matmul the experts use: ``F.linear``, or an FP8 simulation (``fp8.apply_fp8``).
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -93,13 +98,18 @@ class MoE(nn.Module):
         self.w3 = nn.Parameter(torch.empty(e, i, d))
         self.w2 = nn.Parameter(torch.empty(e, d, i))
         self.shared = SwiGLU(d, cfg.n_shared_experts * i) if cfg.n_shared_experts else None
+        self.register_buffer("step_counts", torch.zeros(e, dtype=torch.long), persistent=False)
         self.last_routing: Routing | None = None
+        self.linear = F.linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         routing = self.gate(flat)
+        routing.tokens_shape = tuple(shape[:-1])
         self.last_routing = routing
+        if self.training:
+            self.step_counts += routing.counts
         k = routing.indices.shape[1]
         order = routing.indices.flatten().argsort(stable=True)  # (token, slot) pairs grouped by expert
         token = order // k
@@ -107,7 +117,8 @@ class MoE(nn.Module):
         outs = []
         for e, chunk in enumerate(xs.split(routing.counts.tolist())):
             if len(chunk):
-                outs.append(F.linear(F.silu(F.linear(chunk, self.w1[e])) * F.linear(chunk, self.w3[e]), self.w2[e]))
+                lin = self.linear
+                outs.append(lin(F.silu(lin(chunk, self.w1[e])) * lin(chunk, self.w3[e]), self.w2[e]))
         routed = torch.cat(outs) * routing.weights.flatten()[order, None].to(x.dtype)
         out = torch.zeros_like(flat).index_add_(0, token, routed)
         if self.shared is not None:

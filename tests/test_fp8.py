@@ -382,3 +382,60 @@ def test_metrics_on_known_values():
     assert relative_error(torch.zeros(4), torch.zeros(4)) == 0.0
     err = elementwise_relative_error(torch.tensor([2.0, -4.0, 0.0]), torch.tensor([2.5, -4.0, 1e-6]), eps=1e-3)
     torch.testing.assert_close(err, torch.tensor([0.25, 0.0, 1e-3]))
+
+
+# ---------------------------------------------------------------------------
+# The model switch
+# ---------------------------------------------------------------------------
+
+
+def test_apply_fp8_converts_linear_layers_and_keeps_sensitive_parts():
+    from dsv3_mini import DeepSeekV3, preset
+    from dsv3_mini.fp8 import apply_fp8
+
+    model = DeepSeekV3(preset("tiny"))
+    params_before = {n: p for n, p in model.named_parameters()}
+    converted = apply_fp8(model)
+    assert "layers.0.attn.wq_a" in converted and "layers.0.ffn.w1" in converted
+    assert "layers.1.ffn.experts" in converted and "layers.1.ffn.shared.w2" in converted
+    assert "mtp.0.proj" in converted
+    assert not any(n.startswith(("embed", "head")) or ".gate" in n or "norm" in n or "wkv_b" in n for n in converted)
+    assert type(model.head) is torch.nn.Linear and type(model.layers[0].attn.wkv_b) is torch.nn.Linear
+    # parameters are shared, not copied: an optimizer made before the switch still trains the model
+    assert all(p is params_before[n] for n, p in model.named_parameters())
+
+
+def test_fp8_model_is_close_to_full_precision_but_not_equal():
+    from dsv3_mini import DeepSeekV3, preset
+    from dsv3_mini.fp8 import apply_fp8
+
+    torch.manual_seed(0)
+    model = DeepSeekV3(preset("tiny")).eval()
+    tokens = torch.randint(0, 256, (2, 16))
+    with torch.no_grad():
+        full = model(tokens).logits
+        apply_fp8(model)
+        fp8 = model(tokens).logits
+    rel = ((fp8 - full).norm() / full.norm()).item()
+    assert 0 < rel < 0.1
+
+
+def test_fp8_model_trains():
+    from dsv3_mini import DeepSeekV3, preset
+    from dsv3_mini.fp8 import apply_fp8
+
+    torch.manual_seed(0)
+    model = DeepSeekV3(preset("tiny"))
+    apply_fp8(model)
+    tokens = torch.randint(0, 256, (2, 16))
+    model(tokens, targets=tokens.roll(-1, 1)).loss.backward()
+    assert model.layers[0].attn.wq_a.weight.grad.abs().sum() > 0
+    assert model.layers[1].ffn.w1.grad.abs().sum() > 0
+
+
+def test_apply_fp8_rejects_an_unknown_format():
+    from dsv3_mini import DeepSeekV3, preset
+    from dsv3_mini.fp8 import apply_fp8
+
+    with pytest.raises(ValueError, match="fmt="):
+        apply_fp8(DeepSeekV3(preset("tiny")), fmt="e3m4")

@@ -39,7 +39,9 @@ def _instantiated_count(model):
 )
 def test_count_matches_instantiated_model(changes):
     cfg = preset("tiny").replace(**changes)
-    assert count_params(cfg).total == _instantiated_count(DeepSeekV3(cfg))
+    c = count_params(cfg)
+    assert c.total + c.mtp == _instantiated_count(DeepSeekV3(cfg))
+    assert c.total == _instantiated_count(DeepSeekV3(cfg.replace(num_nextn_predict_layers=0)))
 
 
 def test_active_counts_only_chosen_experts():

@@ -50,7 +50,7 @@ def test_loss_matches_transformers():
     tokens = torch.randint(0, cfg.vocab_size, (2, 16))
     targets = torch.cat([tokens[:, 1:], torch.full((2, 1), -100)], dim=1)
     with torch.no_grad():
-        ours = model(tokens, targets=targets).loss
+        ours = model(tokens, targets=targets).main_loss
         theirs = hf(tokens, labels=tokens).loss
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 

@@ -1,0 +1,128 @@
+import pytest
+import torch
+
+from dsv3_mini import DeepSeekV3, preset
+from dsv3_mini.balancing import (
+    apply_bias_update,
+    aux_loss,
+    max_violation,
+    proportional_update,
+    sequence_balance_loss,
+    simulate_balancing,
+    skewed_router,
+    update_bias,
+)
+
+ROUTER = preset("tiny").replace(hidden_size=32, n_routed_experts=16, num_experts_per_tok=2, n_group=4, topk_group=2)
+
+
+def test_sign_rule_moves_overloaded_down_and_underloaded_up():
+    bias = torch.zeros(4)
+    new = update_bias(bias, torch.tensor([10, 2, 4, 4]), speed=0.001)  # mean 5
+    torch.testing.assert_close(new, torch.tensor([-0.001, 0.001, 0.001, 0.001]))
+    assert torch.equal(bias, torch.zeros(4)), "update_bias returns a new tensor and leaves its argument alone"
+    torch.testing.assert_close(update_bias(new, torch.tensor([3, 3, 3, 3]), 0.001), new)  # balanced: no move
+
+
+def test_proportional_variant_scales_with_violation():
+    new = proportional_update(torch.zeros(2), torch.tensor([30, 10]), speed=0.1)  # mean 20
+    torch.testing.assert_close(new, torch.tensor([-0.05, 0.05]))
+
+
+def test_max_violation():
+    assert max_violation(torch.tensor([5, 5, 5, 5])) == 0.0
+    assert max_violation(torch.tensor([8, 4, 4, 0])) == pytest.approx(1.0)
+    assert max_violation(torch.zeros(3)) == 0.0
+
+
+def test_sequence_loss_is_alpha_when_balanced_and_grows_when_concentrated():
+    e, t = 4, 8  # 4 experts, 8 tokens, top-2
+    scores = torch.full((1, t, e), 0.5)
+    balanced = torch.tensor([[0, 1], [2, 3]] * (t // 2))[None]
+    assert sequence_balance_loss(scores, balanced, alpha=1e-4).item() == pytest.approx(1e-4)
+    skewed_scores = torch.tensor([0.9, 0.9, 0.1, 0.1]).expand(1, t, e)
+    collapsed = torch.tensor([[0, 1]] * t)[None]
+    assert sequence_balance_loss(skewed_scores, collapsed, alpha=1e-4).item() == pytest.approx(1e-4 * 1.8)
+
+
+def test_sequence_loss_is_per_sequence_not_per_batch():
+    # two sequences, each collapsed onto different experts: the batch is balanced, the sequences are not
+    scores = torch.tensor([[[0.9, 0.1]] * 4, [[0.1, 0.9]] * 4])
+    indices = torch.tensor([[[0]] * 4, [[1]] * 4])
+    assert aux_loss(scores, indices, alpha=1.0).item() == pytest.approx(1.0)
+    assert sequence_balance_loss(scores, indices, alpha=1.0).item() == pytest.approx(1.8)
+
+
+def test_loss_free_rule_drives_max_violation_down():
+    history = simulate_balancing(ROUTER, "loss-free", steps=200, speed=2e-3)
+    none = simulate_balancing(ROUTER, "none", steps=200)
+    assert history.max_vio[:5].mean() > 1.0
+    assert history.max_vio[-20:].mean() < 0.3 * history.max_vio[:5].mean()
+    assert none.max_vio[-20:].mean() > 1.0, "without balancing the skewed router stays imbalanced"
+    # the overloaded experts' biases went down, and nothing else in the router changed
+    assert history.bias[-1][history.load[0].argmax()] < 0
+
+
+def test_bias_does_not_change_the_gating_weights_of_chosen_experts():
+    router, x = skewed_router(ROUTER, 256, skew=2.0)
+    router.bias.copy_(simulate_balancing(ROUTER, "loss-free", steps=100, speed=2e-3).bias[-1])
+    r = router(x)
+    s = r.scores.gather(1, r.indices)
+    torch.testing.assert_close(r.weights, s / s.sum(-1, keepdim=True) * ROUTER.routed_scaling_factor)
+
+
+def test_bias_never_receives_a_gradient_in_training():
+    model = DeepSeekV3(preset("tiny")).train()
+    tokens = torch.randint(0, 256, (2, 16))
+    model(tokens, targets=tokens.roll(-1, 1)).loss.backward()
+    for moe in model.moe_layers():
+        assert moe.gate.bias.grad is None and not moe.gate.bias.requires_grad
+        assert moe.gate.weight.grad is not None
+
+
+def test_bias_update_runs_once_per_step_on_all_micro_batches():
+    model = DeepSeekV3(preset("tiny").replace(bias_update_speed=0.01)).train()
+    expected = [torch.zeros_like(m.gate.bias, dtype=torch.long) for m in model.moe_layers()]
+    for _ in range(3):  # three micro-batches of one optimizer step
+        tokens = torch.randint(0, 256, (2, 8))
+        model(tokens, targets=tokens.roll(-1, 1))  # a training forward: the MTP module routes too
+        for e, m in zip(expected, model.moe_layers(), strict=True):
+            e += m.last_routing.counts
+    before = [m.gate.bias.clone() for m in model.moe_layers()]
+    vios = apply_bias_update(model)
+    for b, e, m, v in zip(before, expected, model.moe_layers(), vios, strict=True):
+        torch.testing.assert_close(m.gate.bias, update_bias(b, e, 0.01))
+        assert v == pytest.approx(max_violation(e))
+        assert m.step_counts.sum() == 0
+    assert len(vios) == len(model.moe_layers()) == 3  # two main MoE layers and the MTP module's
+
+
+def test_eval_mode_does_not_count_towards_the_update():
+    model = DeepSeekV3(preset("tiny")).eval()
+    model(torch.randint(0, 256, (1, 8)))
+    assert all(m.step_counts.sum() == 0 for m in model.moe_layers())
+
+
+@pytest.mark.parametrize("policy", ["aux-loss", "none"])
+def test_other_policies_never_move_the_bias(policy):
+    model = DeepSeekV3(preset("tiny").replace(balance=policy)).train()
+    model(torch.randint(0, 256, (2, 8)))
+    apply_bias_update(model)
+    assert all(torch.equal(m.gate.bias, torch.zeros_like(m.gate.bias)) for m in model.moe_layers())
+
+
+def test_policies_add_their_loss():
+    tokens = torch.randint(0, 256, (2, 12))
+    targets = tokens.roll(-1, 1)
+    for policy, present in [("loss-free", True), ("aux-loss", True), ("none", False)]:
+        out = DeepSeekV3(preset("tiny").replace(balance=policy))(tokens, targets=targets)
+        assert (out.balance_loss is not None) == present
+    out = DeepSeekV3(preset("tiny").replace(balance="aux-loss", aux_loss_alpha=0.5))(tokens, targets=targets)
+    assert out.balance_loss.item() == pytest.approx(0.5 * 3, rel=0.5)  # ≈ α per layer near balance, 3 MoE layers
+
+
+def test_bad_policy_is_a_clear_error():
+    with pytest.raises(ValueError, match="balance='aux' is not one of 'loss-free', 'aux-loss', 'none'"):
+        preset("tiny").replace(balance="aux")
+    with pytest.raises(ValueError, match="policy='fast'"):
+        simulate_balancing(ROUTER, "fast")
