@@ -20,7 +20,7 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest --nbval tests notebooks
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
