@@ -1,0 +1,16 @@
+"""Interactive widgets of the course (ipywidgets + plotly), each running the real ``dsv3_mini`` code.
+
+``RouterLoadWidget`` (MoE routing and load), ``BiasBalancingWidget`` (loss-free balancing vs an auxiliary loss),
+``KVCacheWidget`` (KV-cache bytes of MHA/GQA/MQA/MLA), ``FP8TileWidget`` (fine-grained FP8 quantisation and
+accumulation). Each has ``.figure`` (a plotly FigureWidget), ``.message`` (why a setting is impossible),
+``set_values(**controls)`` (several controls, one redraw) and ``static_figure()`` (a kernel-free plotly figure with
+its own slider, for the book). ``setup_plotly()`` chooses how notebooks show figures.
+"""
+
+from .balancing import BiasBalancingWidget
+from .display import setup_plotly
+from .fp8_tile import FP8TileWidget
+from .kv_cache import KVCacheWidget
+from .router import RouterLoadWidget
+
+__all__ = ["BiasBalancingWidget", "FP8TileWidget", "KVCacheWidget", "RouterLoadWidget", "setup_plotly"]

@@ -1,0 +1,148 @@
+"""BiasBalancingWidget: auxiliary-loss-free balancing (the bias rule) next to a classic auxiliary loss."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import ipywidgets as ipw
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from dsv3_mini.balancing import BalanceHistory, simulate_balancing
+from dsv3_mini.config import ModelConfig, preset
+
+from ._common import BLACK, BLUE, VERMILLION, PlotWidget, base_layout, f32, group_colors, slider_style
+
+POLICIES = ("loss-free", "aux-loss", "none")
+DEFAULT_CONFIG = preset("tiny").replace(n_routed_experts=16, num_experts_per_tok=4, n_group=4, topk_group=2)
+POLICY_STYLE = {
+    "loss-free": {"name": "loss-free (bias, γ)", "line": {"color": BLUE, "width": 3}},
+    "aux-loss": {"name": "aux-loss (α)", "line": {"color": VERMILLION, "width": 3, "dash": "dot"}},
+    "none": {"name": "none (reference)", "line": {"color": BLACK, "width": 2, "dash": "dash"}},
+}
+
+
+_CACHE: OrderedDict[tuple, BalanceHistory] = OrderedDict()
+_CACHE_SIZE = 64
+
+
+def _simulate(cfg: ModelConfig, policy: str, steps: int, tokens: int, skew: float, speed: float, alpha: float,
+              seed: int) -> BalanceHistory:
+    key = (repr(cfg.to_dict()), policy, steps, tokens, skew, speed, alpha, seed)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    hist = simulate_balancing(cfg, policy=policy, steps=steps, tokens=tokens, skew=skew, speed=speed, alpha=alpha,
+                              seed=seed)
+    _CACHE[key] = hist
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return hist
+
+
+def run_policy(cfg: ModelConfig, policy: str, steps: int, tokens: int, skew: float, gamma: float, alpha: float,
+               seed: int = 0) -> BalanceHistory:
+    """``simulate_balancing`` for one policy, cached. A policy ignores the other policy's knob (γ only matters for
+    loss-free, α only for aux-loss), so the key drops it: moving γ reruns only "loss-free"."""
+    return _simulate(cfg, policy, int(steps), int(tokens), float(skew),
+                     float(gamma) if policy == "loss-free" else 1e-3,
+                     float(alpha) if policy == "aux-loss" else 1e-2, seed)
+
+
+class BiasBalancingWidget(PlotWidget):
+    """Teaches V3's auxiliary-loss-free balancing: after every step each expert's selection bias moves by
+    ±γ towards the mean load, which evens out the load without a loss term; an auxiliary loss (weight α) gets
+    there by changing the router weights instead, and "none" shows the imbalance left alone.
+
+    Runs ``dsv3_mini.balancing.simulate_balancing`` (one real router, ``tokens`` fresh skewed tokens per step,
+    default 100 steps). Differences from real training: only the router learns (the aux-loss policy takes SGD
+    steps with learning rate 0.1 on the aux loss alone), there is no language-model loss, so the quality cost of
+    a large α that motivated V3's design is not visible here; V3 runs γ = 0.001 for thousands of steps.
+    """
+
+    static_label = "bias speed γ"
+
+    def __init__(self, config: ModelConfig | None = None, tokens: int = 256, seed: int = 0):
+        self.cfg = config or DEFAULT_CONFIG
+        self.tokens = tokens
+        self.seed = seed
+        st, lay = slider_style(), ipw.Layout(width="auto")
+        common = {"style": st, "layout": lay, "continuous_update": False}
+        self.gamma = ipw.FloatLogSlider(1e-3, base=10, min=-4, max=-1, step=0.25, readout_format=".1e",
+                                        description="bias speed γ", **common)
+        self.alpha = ipw.FloatLogSlider(1e-2, base=10, min=-4, max=0, step=0.25, readout_format=".1e",
+                                        description="aux-loss weight α", **common)
+        self.steps = ipw.IntSlider(100, min=10, max=400, step=10, description="steps", **common)
+        self.skew = ipw.FloatSlider(2.0, min=0.0, max=4.0, step=0.25, description="input skew", **common)
+        super().__init__([self.gamma, self.alpha, self.steps, self.skew], columns=2)
+
+    def params(self) -> dict[str, Any]:
+        return {"gamma": self.gamma.value, "alpha": self.alpha.value, "steps": self.steps.value,
+                "skew": self.skew.value}
+
+    def compute(self, p: dict[str, Any]) -> dict[str, Any]:
+        """{"params": p, "loss-free" | "aux-loss" | "none": BalanceHistory}."""
+        if not (p["gamma"] >= 0 and p["alpha"] >= 0):
+            raise ValueError(f"gamma={p['gamma']} and alpha={p['alpha']} must be >= 0")
+        runs = {pol: run_policy(self.cfg, pol, p["steps"], self.tokens, p["skew"], p["gamma"], p["alpha"], self.seed)
+                for pol in POLICIES}
+        return {"params": dict(p), **runs}
+
+    def new_figure(self) -> go.Figure:
+        e = self.cfg.n_routed_experts
+        fig = make_subplots(
+            rows=2, cols=2, vertical_spacing=0.2, horizontal_spacing=0.1,
+            subplot_titles=("Load over time: loss-free (bias)", "Load over time: aux-loss",
+                            "Bias b per expert (loss-free; colour = group)", "MaxVio per step"),
+        )
+        for col in (1, 2):
+            fig.add_heatmap(row=1, col=col, coloraxis="coloraxis",
+                            hovertemplate="step %{x}<br>expert %{y}<br>load/mean %{z:.2f}<extra></extra>")
+        for i, color in enumerate(group_colors(e, self.cfg.n_group)):
+            fig.add_scatter(row=2, col=1, mode="lines", line={"color": color, "width": 1.5}, showlegend=False,
+                            name=f"expert {i}",
+                            hovertemplate=f"expert {i}<br>step %{{x}}<br>b = %{{y:.4f}}<extra></extra>")
+        for pol in POLICIES:
+            fig.add_scatter(row=2, col=2, mode="lines", **POLICY_STYLE[pol])
+        for col in (1, 2):
+            fig.update_xaxes(title_text="training step", row=1, col=col)
+            fig.update_yaxes(title_text="routed expert (index)", row=1, col=col)
+        fig.update_xaxes(title_text="training step", row=2, col=1)
+        fig.update_yaxes(title_text="selection bias b (score units)", row=2, col=1)
+        fig.update_xaxes(title_text="training step", row=2, col=2)
+        fig.update_yaxes(title_text="MaxVio = (max − mean) / mean", row=2, col=2, rangemode="tozero")
+        fig.update_layout(base_layout(
+            780,
+            coloraxis={"colorscale": "Cividis", "cmin": 0, "cmax": 3,
+                       "colorbar": {"title": {"text": "load ÷ mean load", "side": "right"}, "len": 0.42, "y": 0.8}},
+            legend={"x": 1.02, "xanchor": "left", "y": 0.0, "yanchor": "bottom", "title": {"text": "policy"}},
+            margin={"l": 90, "r": 230, "t": 110, "b": 70},
+        ))
+        return fig
+
+    def trace_updates(self, s: dict[str, Any]) -> list[dict[str, Any]]:
+        steps = np.arange(s["none"].load.shape[0])
+        out = []
+        for pol in ("loss-free", "aux-loss"):
+            load = s[pol].load
+            out.append({"z": f32((load / load.mean(dim=1, keepdim=True)).T), "x": steps,
+                        "y": np.arange(load.shape[1])})
+        bias = s["loss-free"].bias
+        out += [{"x": steps, "y": f32(bias[:, i])} for i in range(bias.shape[1])]
+        out += [{"x": steps, "y": f32(s[pol].max_vio)} for pol in POLICIES]
+        return out
+
+    def layout_updates(self, s: dict[str, Any]) -> dict[str, Any]:
+        p = s["params"]
+        tail = {pol: float(s[pol].max_vio[-max(1, len(s[pol].max_vio) // 5):].mean()) for pol in POLICIES}
+        return {"title.text": (
+            f"MaxVio over the last 20% of steps: loss-free {tail['loss-free']:.2f} · aux-loss {tail['aux-loss']:.2f}"
+            f" · none {tail['none']:.2f}<br><span style='font-size:15px'>{self.cfg.n_routed_experts} experts, top-"
+            f"{self.cfg.num_experts_per_tok}, {self.tokens} tokens/step · γ = {p['gamma']:.1e}, α = {p['alpha']:.1e}"
+            "</span>"
+        )}
+
+    def static_states(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(f"{g:g}", {**self.valid_params, "gamma": g}) for g in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)]
