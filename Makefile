@@ -8,9 +8,9 @@ STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 
 # The exact flags of the shipped mini run (checkpoints/mini/README.md quotes them)
-MINI_RUN := --preset mini --steps 1000 --batch-size 16 --seq-len 256 --eval-every 100 --threads 2
+MINI_RUN := --preset mini --steps 900 --batch-size 12 --seq-len 256 --eval-every 100 --threads 2
 
-.PHONY: lab test lint book train bench clean
+.PHONY: lab test lint book train bench notebooks clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,21 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-book bench:
+# The Jupyter Book into book/_build/html; offline: scripts/fetch_book_assets.sh vendors every script it loads
+book: $(STAMP)
+	PY=$(PY) bash scripts/fetch_book_assets.sh
+	$(VENV)/bin/jupyter-book build book -W --keep-going
+
+# Re-run notebooks after editing their .py source: `make notebooks` (all) or `make notebooks NB=notebooks/03_*.py`
+NB ?= notebooks/[0-9]*.py
+notebooks: $(STAMP)
+	$(VENV)/bin/jupytext --sync $(NB)
+	for nb in $(NB); do \
+	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.store_widget_state=False --ExecutePreprocessor.timeout=600 $${nb%.py}.ipynb || exit 1; \
+	done
+
+bench:
 	@echo "make $@: not yet (see the open issues)"; exit 1
 
 # The course's end-to-end run (about 15 minutes on 2 cores); writes the shipped checkpoints/mini/

@@ -14,3 +14,13 @@ def test_check_choice():
     assert check_choice("MLA", "mla", ("mha", "mla"), "h")
     assert "is not one of" in check_choice("xyz", "mla", ("mha", "mla"), "h").message
     assert not check_choice("mha", "mla", ("mha", "mla"), "compressed")
+
+
+def test_tour_checkers_agree_with_the_report():
+    from dsv3_mini.exercises import tour
+
+    assert tour.check_routed_expert_params(58 * 256 * 3 * 7168 * 2048)
+    assert tour.check_kv_bytes_per_token(61 * (512 + 64) * 2)
+    assert tour.check_activated_drop(58 * 4 * 3 * 7168 * 2048)
+    wrong = tour.check_kv_bytes_per_token(61 * 512 * 2)
+    assert not wrong and "Hint" in wrong.message
