@@ -48,6 +48,18 @@ class Routing:
     tokens_shape: tuple[int, ...] = ()
 
 
+def _init_normal(cfg: ModelConfig, *params: torch.Tensor) -> None:
+    """Normal(0, initializer_range), so a Router or MoE built on its own is usable (``DeepSeekV3`` re-initialises).
+
+    Drawn from a generator seeded with ``torch.initial_seed()`` rather than the global one: the seed still decides
+    the values, and building a module does not shift the random numbers that come after it.
+    """
+    g = torch.Generator().manual_seed(torch.initial_seed())
+    with torch.no_grad():
+        for p in params:
+            p.normal_(0.0, cfg.initializer_range, generator=g)
+
+
 class Router(nn.Module):
     """Affinities, group-limited top-k selection with a selection-only bias, and normalised gating weights."""
 
@@ -56,6 +68,7 @@ class Router(nn.Module):
         self.cfg = cfg
         self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, cfg.hidden_size))  # centroids e_i
         self.register_buffer("bias", torch.zeros(cfg.n_routed_experts))  # b_i: selection only, no gradient
+        _init_normal(cfg, self.weight)
 
     def forward(self, x: torch.Tensor) -> Routing:
         """x: (T, hidden) -> Routing. Scores are computed in fp32 whatever the input dtype (as V3 keeps gates)."""
@@ -97,6 +110,7 @@ class MoE(nn.Module):
         self.w1 = nn.Parameter(torch.empty(e, i, d))
         self.w3 = nn.Parameter(torch.empty(e, i, d))
         self.w2 = nn.Parameter(torch.empty(e, d, i))
+        _init_normal(cfg, self.w1, self.w3, self.w2)
         self.shared = SwiGLU(d, cfg.n_shared_experts * i) if cfg.n_shared_experts else None
         self.register_buffer("step_counts", torch.zeros(e, dtype=torch.long), persistent=False)
         self.last_routing: Routing | None = None

@@ -103,3 +103,20 @@ def test_gradients_reach_router_and_experts():
     assert moe.gate.weight.grad.abs().sum() > 0
     used = moe.last_routing.counts > 0
     assert (moe.w1.grad.flatten(1).abs().sum(-1) > 0).eq(used).all()
+
+
+def test_router_and_moe_built_alone_are_initialised():
+    from dsv3_mini import seed_everything
+    from dsv3_mini.moe import MoE, Router
+
+    cfg = preset("tiny")
+    seed_everything(0)
+    before = torch.rand(3)
+    seed_everything(0)
+    router = Router(cfg)
+    assert torch.equal(torch.rand(3), before)  # building it drew nothing from the global generator
+    moe = MoE(cfg)
+    for p in (router.weight, moe.w1, moe.w2, moe.w3):
+        assert torch.isfinite(p).all() and 0.5 * cfg.initializer_range < p.std() < 2 * cfg.initializer_range
+    seed_everything(0)
+    assert torch.equal(Router(cfg).weight, router.weight)
