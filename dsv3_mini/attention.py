@@ -124,3 +124,24 @@ class StandardAttention(nn.Module):
 
 def make_attention(cfg: ModelConfig) -> nn.Module:
     return MLA(cfg) if cfg.attention == "mla" else StandardAttention(cfg)
+
+
+def decode_step_flops(layer: MLA, impl: str, cached: int) -> int:
+    """FLOPs of one MLA layer for one new token attending to ``cached`` earlier positions, with path ``impl``.
+
+    Counted by ``torch.utils.flop_counter`` on whatever device ``layer`` lives on; build the layer under
+    ``torch.device("meta")`` to count a DeepSeek-V3-sized layer without allocating or computing anything.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if impl not in ("naive", "absorbed"):
+        raise ValueError(f"impl={impl!r} is not one of 'naive', 'absorbed'")
+    cfg, device = layer.cfg, next(layer.parameters()).device
+    with torch.device(device):
+        cache = KVCache(num_layers=1)
+        cache.update(0, torch.empty(1, cached, cfg.kv_lora_rank), torch.empty(1, cached, cfg.qk_rope_head_dim))
+        h = torch.empty(1, 1, cfg.hidden_size)
+        cos = sin = torch.empty(1, cfg.qk_rope_head_dim // 2)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        layer(h, cos, sin, cache=cache, impl=impl)
+    return counter.get_total_flops()

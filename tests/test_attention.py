@@ -100,3 +100,14 @@ def test_positions_beyond_the_limit_are_a_clear_error():
     model = DeepSeekV3(cfg)
     with pytest.raises(ValueError, match="max_position_embeddings=16"):
         model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_decode_step_flops_counts_the_absorbed_path_as_cheaper_at_v3_size():
+    from dsv3_mini.attention import MLA, decode_step_flops
+
+    with torch.device("meta"):
+        layer = MLA(preset("deepseek-v3"))
+    naive, absorbed = (decode_step_flops(layer, impl, 4096) for impl in ("naive", "absorbed"))
+    assert naive > 50 * absorbed > 0
+    with pytest.raises(ValueError, match="impl='fast'"):
+        decode_step_flops(layer, "fast", 1)
