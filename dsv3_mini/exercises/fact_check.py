@@ -1,0 +1,86 @@
+"""Checkers for lesson 7 (what the report claims vs what we measured).
+
+Every expected value is computed by the library from the released configuration (``preset("deepseek-v3")``) or from
+the definitions in ``dsv3_mini.generate``; only the report's acceptance rate (85%, the low end of its 85–90%) and
+the multiple-choice options are written here.
+"""
+
+from __future__ import annotations
+
+from ..config import preset
+from ..generate import SpeculativeStats
+from ..kv_cache import bytes_per_token, naive_mla_bytes_per_token
+from . import Verdict, check_choice, check_number
+
+REPORT_ACCEPTANCE = 0.85  # second-token acceptance of V3's MTP draft, low end of the reported 85–90%
+
+CLAIMS = ("parameters", "kv-cache", "exactness", "perplexity")
+CLAIM_TEXT = {
+    "parameters": "DeepSeek-V3 has 671B parameters, 37B activated per token",
+    "kv-cache": "MLA caches 70,272 bytes per token (BF16, all 61 layers)",
+    "exactness": "greedy speculative decoding returns exactly the tokens of plain greedy decoding",
+    "perplexity": "at 1B parameters, loss-free balancing reaches perplexity 9.50 where an auxiliary loss reaches 9.56",
+}
+
+
+def _as_fraction(answer: object, expected: float, hint: str) -> Verdict:
+    """A reduction given as a fraction (0.5 for 50%); a percentage gets a pointer to the unit instead of a no."""
+    verdict = check_number(answer, expected, hint, abs_tol=5e-4)
+    if not verdict:
+        try:
+            value = float(answer)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return verdict
+        if abs(value - 100 * expected) <= 0.05:
+            return Verdict(False, f"Right number, wrong unit: give it as a fraction ({value / 100:.4f}), "
+                                  "not as a percentage.")
+    return verdict
+
+
+def kv_reduction_vs_naive() -> float:
+    """1 − MLA cache / cache of full per-head K and V, for DeepSeek-V3 (0.986)."""
+    v3 = preset("deepseek-v3")
+    return 1 - bytes_per_token(v3) / naive_mla_bytes_per_token(v3)
+
+
+def kv_reduction_vs_mha() -> float:
+    """1 − MLA cache / cache of standard MHA with V3's own shape (128 heads of 128 dims, 61 layers)."""
+    v3 = preset("deepseek-v3")
+    return 1 - bytes_per_token(v3) / bytes_per_token(v3.replace(attention="mha", head_dim=v3.v_head_dim))
+
+
+def tokens_per_forward(acceptance: float = REPORT_ACCEPTANCE, drafts: int = 1_000_000) -> float:
+    """Tokens per main-model forward with one MTP draft accepted at rate ``acceptance``, over many steps.
+
+    Every verifying forward yields its own next token, plus the draft when that was accepted (prefill ignored).
+    """
+    accepted = round(acceptance * drafts)
+    stats = SpeculativeStats(drafted=drafts, accepted=accepted, forward_passes=drafts, new_tokens=drafts + accepted)
+    return stats.tokens_per_forward
+
+
+def check_kv_reduction(answer: object) -> Verdict:
+    """Exercise 1: the 98.6% from the two byte counts, as a fraction."""
+    return _as_fraction(answer, kv_reduction_vs_naive(),
+                        "one minus the ratio of what MLA caches to what caching every head's K and V would need")
+
+
+def check_tokens_per_forward(answer: object) -> Verdict:
+    """Exercise 2: tokens per main-model forward implied by 85% acceptance of one MTP draft."""
+    return check_number(answer, tokens_per_forward(),
+                        "each verifying forward always yields one token; how often does it yield a second?",
+                        abs_tol=1e-6)
+
+
+def check_mha_reduction(answer: object) -> Verdict:
+    """Exercise 3: MLA's cache saving against standard MHA of V3's own shape, as a fraction."""
+    return _as_fraction(answer, kv_reduction_vs_mha(),
+                        "MHA caches a key and a value of head_dim numbers for each of the 128 heads in every layer; "
+                        "`bytes_per_token` works for any attention kind")
+
+
+def check_uncheckable(answer: object) -> Verdict:
+    """Exercise 4: the claim that only training at the report's scale could check."""
+    return check_choice(answer, "perplexity", CLAIMS,
+                        "two of these follow from the configuration alone and one is a property of the algorithm "
+                        "at any size; which one is a measurement of models trained at a scale we cannot run?")
