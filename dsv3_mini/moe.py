@@ -127,7 +127,7 @@ class MoE(nn.Module):
         k = routing.indices.shape[1]
         order = routing.indices.flatten().argsort(stable=True)  # (token, slot) pairs grouped by expert
         token = order // k
-        xs = flat[token]
+        xs = flat.index_select(0, token)  # its backward is deterministic on several threads; flat[token] is not
         outs = []
         for e, chunk in enumerate(xs.split(routing.counts.tolist())):
             if len(chunk):

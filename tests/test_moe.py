@@ -120,3 +120,21 @@ def test_router_and_moe_built_alone_are_initialised():
         assert torch.isfinite(p).all() and 0.5 * cfg.initializer_range < p.std() < 2 * cfg.initializer_range
     seed_everything(0)
     assert torch.equal(Router(cfg).weight, router.weight)
+
+
+def test_moe_gradients_are_bitwise_repeatable_on_two_threads():
+    """Routing is discrete: a last-bit difference in one step can change later choices, so training must repeat."""
+    from dsv3_mini import seed_everything
+
+    seed_everything(0, threads=2)
+    cfg = preset("mini")
+    moe = MoE(cfg)
+    x = torch.randn(8, 128, cfg.hidden_size)
+    grads = []
+    for _ in range(4):
+        moe.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        moe(xi).square().sum().backward()
+        grads.append((xi.grad.clone(), moe.w1.grad.clone()))
+    for g in grads[1:]:
+        assert torch.equal(g[0], grads[0][0]) and torch.equal(g[1], grads[0][1])
