@@ -1,0 +1,95 @@
+"""Model FLOP utilisation (MFU) of the trainer's step on the "mini" run, against the matmul peak of this CPU.
+
+MFU = (model FLOPs of one step / step seconds) / peak FLOP/s. Model FLOPs come from ``flops.training_step_flops``
+(6 · active matmul params + causal attention, main model and MTP). The step is exactly the trainer's loop body
+(forward with targets, backward, gradient clipping, AdamW, bias update) on the MINI_RUN batch (12 × 256); its time
+includes the optimizer, whose FLOPs are not counted. The peak is ``torch.matmul`` in the same process, timed in
+between the steps: 1024 × 1024 squares and the model's own largest shape (tokens × hidden @ hidden × dense FFN),
+the higher of the two is the denominator. fp32 is what the trainer runs; bf16 autocast is measured against the bf16
+matmul peak.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from common import THREADS, interleave, matmul_flops, row, summary
+from flops import training_step_flops
+
+from dsv3_mini import DeepSeekV3, preset, seed_everything
+from dsv3_mini.balancing import apply_bias_update
+from dsv3_mini.data import builtin_dataset
+from dsv3_mini.train import TrainConfig, make_optimizer
+
+GOAL = 0.35
+
+
+def trainer_step(model, opt, tokens, targets, autocast: bool = False) -> None:
+    """The body of ``dsv3_mini.train.train``'s loop (learning-rate schedule and logging aside)."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), warnings.catch_warnings():
+        # under autocast RMSNorm sees bf16 inputs and fp32 weights and says so once per call site
+        warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
+        result = model(tokens, targets=targets)
+    opt.zero_grad(set_to_none=True)
+    result.loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    apply_bias_update(model)
+
+
+def run(quick: bool = False) -> dict:
+    seed_everything(0, THREADS)
+    name, (batch, seq), reps, size = ("tiny", (2, 32), 2, 256) if quick else ("mini", (12, 256), 5, 1024)
+    cfg = preset(name)
+    tc = TrainConfig(preset=name, batch_size=batch, seq_len=seq)
+    data = builtin_dataset(train_bytes=200_000, val_bytes=10_000, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    models = {}
+    for kind in ("fp32", "bf16"):
+        seed_everything(0, THREADS)
+        model = DeepSeekV3(cfg).train()
+        models[kind] = (model, make_optimizer(model, tc))
+
+    def step(kind: str):
+        model, opt = models[kind]
+        tokens, targets, _ = data.get_batch("train", batch, seq, gen)
+        trainer_step(model, opt, tokens, targets, autocast=kind == "bf16")
+
+    peaks: dict[str, list[float]] = {"fp32_square": [], "bf16_square": [], "fp32_model": [], "bf16_model": []}
+    shape = {"m": batch * seq, "k": cfg.hidden_size}  # (tokens, hidden) @ (hidden, dense FFN width)
+
+    budget = 1e8 if quick else 2e9
+
+    def peak(dtype: torch.dtype, tag: str):
+        peaks[f"{tag}_square"].append(matmul_flops(size, dtype, budget=budget))
+        peaks[f"{tag}_model"].append(matmul_flops(cfg.intermediate_size, dtype, budget=budget, **shape))
+
+    times = interleave({"fp32": lambda: step("fp32"), "bf16": lambda: step("bf16"),
+                        "peak_fp32": lambda: peak(torch.float32, "fp32"),
+                        "peak_bf16": lambda: peak(torch.bfloat16, "bf16")}, reps)
+    flops = training_step_flops(cfg, batch, seq)
+    out, rows = {}, []
+    for kind in ("fp32", "bf16"):
+        ceiling = max(max(peaks[f"{kind}_square"]), max(peaks[f"{kind}_model"]))
+        achieved = summary([flops.total / t for t in times[kind]])
+        mfu = summary([flops.total / t / ceiling for t in times[kind]])
+        out[kind] = {"step_seconds": times[kind], "model_flops_per_s": achieved, "peak_flops_per_s": ceiling,
+                     "mfu": mfu, "tokens_per_s": summary([batch * seq / t for t in times[kind]])}
+        label = "fp32 (the trainer)" if kind == "fp32" else "bf16 autocast"
+        slower = ""
+        if kind == "bf16" and out["bf16"]["tokens_per_s"]["median"] < out["fp32"]["tokens_per_s"]["median"]:
+            slower = "; slower than fp32 here: the casts cost more than the faster matmuls save"
+        rows.append(row(f"MFU, {label}, {name} {batch}×{seq}",
+                        f"{100 * mfu['median']:.1f}% ({achieved['median'] / 1e9:.1f} GFLOP/s, "
+                        f"{out[kind]['tokens_per_s']['median']:,.0f} tok/s)",
+                        f"peak {ceiling / 1e9:.0f} GFLOP/s ({kind} matmul)",
+                        f"≥ {100 * GOAL:.0f}%" if kind == "fp32" else "—",
+                        mfu["median"] >= GOAL if kind == "fp32" else None,
+                        f"{flops.per_token / 1e6:.2f} MFLOP/token (flops.py)" + slower))
+    return {"rows": rows, "data": {
+        "config": name, "batch": batch, "seq_len": seq, "reps": reps, "flops_per_step": flops.total,
+        "flops_per_token": flops.per_token, "matmul_flops": flops.matmul, "attention_flops": flops.attention,
+        "main_matmul_params": flops.main_matmul_params, "mtp_matmul_params": flops.mtp_matmul_params,
+        "peaks": {k: summary(v) for k, v in peaks.items()}, "square_size": size, "model_shape": shape,
+        **out, "goal": GOAL, "met": out["fp32"]["mfu"]["median"] >= GOAL}}

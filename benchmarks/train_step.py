@@ -1,0 +1,82 @@
+"""Training-step throughput: dsv3_mini vs transformers' DeepseekV3ForCausalLM, same config, same weights.
+
+One process, the two models built from one set of weights (``dsv3_mini.interop.to_transformers``), timed
+alternately (ours, theirs, ours, theirs, ...) on the trainer's batch shape (12 × 256, ``make train``'s MINI_RUN).
+A step is forward + loss + backward (the optimizer is the same AdamW for both, so it is left out). MTP is off
+(transformers' class has no MTP module), everything else is the "mini" preset as the trainer builds it, including
+its default absorbed MLA. transformers runs with its defaults on this CPU (SDPA attention, ``grouped_mm`` experts):
+that is the baseline of the goal. For information, also timed: our model with the naive MLA path, and transformers
+with its "eager" experts (a per-expert loop, its default before ``grouped_mm``).
+"""
+
+from __future__ import annotations
+
+import torch
+from common import THREADS, fmt_spread, interleave, paired_ratio, row, summary
+
+from dsv3_mini import DeepSeekV3, preset, seed_everything
+from dsv3_mini.data import builtin_dataset
+from dsv3_mini.interop import to_transformers
+from dsv3_mini.model import cross_entropy
+
+GOAL = 1.5
+
+
+def setup(quick: bool):
+    """(config, batch shape, reps) of the full or the quick run."""
+    if quick:
+        return preset("tiny").replace(num_nextn_predict_layers=0), (2, 32), 2
+    return preset("mini").replace(num_nextn_predict_layers=0), (12, 256), 7
+
+
+def run(quick: bool = False) -> dict:
+    seed_everything(0, THREADS)
+    cfg, (batch, seq), reps = setup(quick)
+    data = builtin_dataset(train_bytes=200_000, val_bytes=10_000, seed=0)
+    tokens, targets, _ = data.get_batch("train", batch, seq, torch.Generator().manual_seed(0))
+    ours = DeepSeekV3(cfg).train()
+    naive = DeepSeekV3(cfg.replace(mla_impl="naive")).train()
+    naive.load_state_dict(ours.state_dict())
+    hf = to_transformers(ours).train()
+    hf_eager = to_transformers(ours).train()  # transformers' per-expert loop instead of grouped_mm
+    hf_eager.config._experts_implementation = "eager"
+
+    with torch.no_grad():  # the same model: the same loss on the same batch
+        loss_ours = float(ours(tokens, targets=targets).main_loss)
+        loss_hf = float(cross_entropy(hf(input_ids=tokens, use_cache=False).logits, targets))
+    if abs(loss_ours - loss_hf) > 1e-3:
+        raise RuntimeError(f"the two models disagree (loss {loss_ours:.5f} vs {loss_hf:.5f}): no fair comparison")
+
+    def ours_step(model=ours):
+        model.zero_grad(set_to_none=True)
+        model(tokens, targets=targets).loss.backward()
+
+    def hf_step(model=hf):
+        model.zero_grad(set_to_none=True)
+        cross_entropy(model(input_ids=tokens, use_cache=False).logits, targets).backward()
+
+    times = interleave({"dsv3_mini": ours_step, "transformers": hf_step,
+                        "dsv3_mini_naive_mla": lambda: ours_step(naive),
+                        "transformers_eager_experts": lambda: hf_step(hf_eager)}, reps)
+    n = batch * seq
+    tps = {k: summary([n / t for t in v]) for k, v in times.items()}
+    speedup = paired_ratio(times["transformers"], times["dsv3_mini"])
+    speedup_naive = paired_ratio(times["transformers"], times["dsv3_mini_naive_mla"])
+    speedup_eager = paired_ratio(times["transformers_eager_experts"], times["dsv3_mini"])
+    met = speedup["median"] >= GOAL
+    rows = [
+        row("Training step tokens/s (fwd+bwd, mini, 12×256)",
+            f"{fmt_spread(tps['dsv3_mini'])} tok/s", f"transformers {fmt_spread(tps['transformers'])} tok/s",
+            "—", None, "median (min–max) of interleaved repetitions"),
+        row("Training step speed-up vs transformers", f"{speedup['median']:.2f}× "
+            f"({speedup['min']:.2f}–{speedup['max']:.2f})", "1.00×", f"≥ {GOAL}×", met,
+            f"our naive-MLA path: {speedup_naive['median']:.2f}×; vs transformers with eager experts: "
+            f"{speedup_eager['median']:.2f}×"),
+    ]
+    return {"rows": rows, "data": {
+        "config": cfg.name, "batch": batch, "seq_len": seq, "reps": reps, "mla_impl": cfg.mla_impl,
+        "transformers_attn": hf.config._attn_implementation,
+        "transformers_experts": getattr(hf.config, "_experts_implementation", None),
+        "loss_ours": loss_ours, "loss_transformers": loss_hf, "step_seconds": times, "tokens_per_s": tps,
+        "speedup": speedup, "speedup_naive_mla": speedup_naive,
+        "speedup_vs_transformers_eager_experts": speedup_eager, "goal": GOAL, "met": met}}

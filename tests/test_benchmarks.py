@@ -1,0 +1,74 @@
+"""``make bench``'s entry point on a few cheap items in quick mode: it writes bench.json of the documented shape and
+the Markdown table. No timing is asserted here — speed goals live in the benchmarks, never in tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_ALL = ROOT / "benchmarks" / "run_all.py"
+CHEAP = ["moe_dispatch", "decoding", "repro_mtp"]  # a timing, a model-level and a training-run item
+ROW_KEYS = {"item", "ours", "baseline", "goal", "met", "note"}
+
+
+def run_all(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(RUN_ALL), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path_factory.mktemp("bench")
+    return run_all("--quick", "--only", ",".join(CHEAP), "--out", str(out)), out
+
+
+def test_quick_run_succeeds_with_a_progress_line_per_item(quick_run):
+    proc, _ = quick_run
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for k, name in enumerate(CHEAP, start=1):
+        assert f"[{k}/{len(CHEAP)}] {name}" in proc.stdout
+
+
+def test_bench_json_has_the_documented_shape(quick_run):
+    _, out = quick_run
+    results = json.loads((out / "bench.json").read_text())
+    assert results["schema"] == 1 and results["quick"] is True
+    assert results["complete"] is False  # only some items ran
+    assert {"cpu", "cores", "torch", "torch_threads"} <= set(results["machine"])
+    assert list(results["benchmarks"]) == CHEAP
+    for name, entry in results["benchmarks"].items():
+        assert entry["status"] == "ok", (name, entry.get("error"))
+        assert entry["seconds"] >= 0 and isinstance(entry["data"], dict)
+        assert entry["rows"], name
+        for row in entry["rows"]:
+            assert set(row) == ROW_KEYS and row["met"] in (True, False, None)
+
+
+def test_reproduction_outputs_are_checked_for_identity(quick_run):
+    _, out = quick_run
+    bench = json.loads((out / "bench.json").read_text())["benchmarks"]
+    assert bench["moe_dispatch"]["data"]["same_output"] is True  # grouped dispatch = per-expert loop = dense mask
+    assert bench["decoding"]["data"]["64"]["same_tokens"] is True  # absorbed MLA decodes as naive MLA and generate()
+
+
+def test_markdown_table_is_written(quick_run):
+    _, out = quick_run
+    md = (out / "BENCH.md").read_text()
+    results = json.loads((out / "bench.json").read_text())
+    assert "| item | ours | baseline / paper | goal | met? | notes |" in md
+    assert results["machine"]["torch"] in md
+    for entry in results["benchmarks"].values():
+        for row in entry["rows"]:
+            assert row["item"] in md
+    assert not list(out.glob("*.tmp")), "a temporary file was left behind"
+
+
+def test_unknown_item_is_refused_by_name(tmp_path):
+    proc = run_all("--only", "nope", "--out", str(tmp_path), timeout=60)
+    assert proc.returncode == 2 and "unknown item(s) nope" in proc.stderr
+    assert not (tmp_path / "bench.json").exists()
