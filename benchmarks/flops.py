@@ -25,21 +25,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dsv3_mini.config import ModelConfig
+from dsv3_mini.params import attention_params
 
 
 def attention_matmul_params(cfg: ModelConfig) -> int:
-    """Matrix weights of one attention module (norm vectors excluded)."""
-    d, h = cfg.hidden_size, cfg.num_attention_heads
-    if cfg.attention != "mla":
-        hd, g = cfg.std_head_dim, cfg.kv_heads
-        return d * h * hd + 2 * d * g * hd + h * hd * d
-    if cfg.q_lora_rank is None:
-        q = d * h * cfg.qk_head_dim
-    else:
-        q = d * cfg.q_lora_rank + cfg.q_lora_rank * h * cfg.qk_head_dim  # W_DQ, then [W_UQ; W_QR]
-    kv = d * (cfg.kv_lora_rank + cfg.qk_rope_head_dim)  # [W_DKV; W_KR]
-    kv += cfg.kv_lora_rank * h * (cfg.qk_nope_head_dim + cfg.v_head_dim)  # [W_UK; W_UV]
-    return q + kv + h * cfg.v_head_dim * d  # + W_O
+    """Matrix weights of one attention module: ``params.attention_params`` without MLA's two latent norms."""
+    norms = (cfg.q_lora_rank or 0) + cfg.kv_lora_rank if cfg.attention == "mla" else 0
+    return attention_params(cfg) - norms
 
 
 def ffn_matmul_params(cfg: ModelConfig, moe: bool) -> int:
