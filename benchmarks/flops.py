@@ -13,9 +13,10 @@ weights). A multiply-add is 2 FLOPs. Per token of the batch:
   sequence of T tokens has T(T+1)/2 query-key pairs, each 2·h·d_qk FLOPs for q·k and 2·h·d_v for p·v:
         A_fwd per layer per token = (T + 1) · h · (d_qk + d_v)
   MLA is counted as the paper writes it (d_qk = d_h + d_h^R = 48, d_v = 32 in "mini"), whatever the
-  implementation computes (the absorbed path attends in the 80-dim latent and does more work: that extra work is
-  not *model* FLOPs). PaLM's convention (6N + 12·L·h·d·T) counts all T keys for every query; ours counts only the
-  causal half that is actually needed, so it gives slightly lower, more conservative utilisation.
+  implementation computes (training uses the naive bracketing, which does this work; the absorbed path would attend
+  in the 80-dim latent and do more: that extra work is not *model* FLOPs). PaLM's convention (6N + 12·L·h·d·T)
+  counts all T keys for every query; ours counts only the causal half that is actually needed, so it gives slightly
+  lower, more conservative utilisation.
 - MTP module k (trained with the main model) adds its 2d→d projection, one block and the shared head, applied to
   T − k positions of each sequence.
 """

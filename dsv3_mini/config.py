@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ATTENTION_KINDS = ("mla", "mha", "gqa", "mqa")
-MLA_IMPLS = ("naive", "absorbed")
+MLA_IMPLS = ("auto", "naive", "absorbed")
 SCORING_FUNCS = ("sigmoid", "softmax")
 BALANCE_POLICIES = ("loss-free", "aux-loss", "none")
 PRESETS = ("tiny", "mini", "mini-dense", "deepseek-v3")
@@ -44,7 +44,9 @@ class ModelConfig:
     qk_nope_head_dim: int = 16  # d_h
     qk_rope_head_dim: int = 8  # d_h^R
     v_head_dim: int = 16
-    mla_impl: str = "absorbed"  # how MLA computes: "naive" (expand K, V) or "absorbed" (attend to the latent)
+    # how MLA computes: "naive" (expand K, V), "absorbed" (attend to the latent), or "auto": naive for a forward
+    # without a cache (training, scoring whole sequences), absorbed when decoding with a cache, as DeepSeek does
+    mla_impl: str = "auto"
     # positions
     max_position_embeddings: int = 512
     rope_theta: float = 10000.0

@@ -319,7 +319,10 @@ print(f"of the naive path's, 2·d_c·n_h·(d_h + d_v) = {expansion:,} are the re
 
 # %% [markdown]
 # That is why inference uses the absorbed path, and why MLA's small cache does not cost a recomputation of keys and
-# values at every step.
+# values at every step. Training is the opposite case: every position is a query, nothing is cached, and each
+# latent is expanded once for all the queries that see it, so the naive bracketing with its narrower keys
+# (192 numbers per head instead of 576) is the cheaper one. Our models default to `mla_impl="auto"`: the naive
+# path for a forward without a cache (training, scoring whole sequences), the absorbed path when decoding with one.
 #
 # DeepSeek's reference inference code also has a naive mode that caches the *expanded* keys and values instead
 # (`naive_mla_bytes_per_token`, below). It skips the re-expansion, and its attention products are even smaller

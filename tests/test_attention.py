@@ -30,7 +30,7 @@ def test_absorbed_equals_naive(changes):
     torch.testing.assert_close(absorbed, naive, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("changes", KINDS + [{"mla_impl": "naive"}])
+@pytest.mark.parametrize("changes", KINDS + [{"mla_impl": "naive"}, {"mla_impl": "absorbed"}])
 def test_incremental_decoding_equals_full_forward(changes):
     cfg = preset("tiny").replace(**changes)
     model = DeepSeekV3(cfg).eval()
@@ -111,3 +111,23 @@ def test_decode_step_flops_counts_the_absorbed_path_as_cheaper_at_v3_size():
     assert naive > 50 * absorbed > 0
     with pytest.raises(ValueError, match="impl='fast'"):
         decode_step_flops(layer, "fast", 1)
+
+
+def test_auto_mla_is_naive_without_a_cache_and_absorbed_with_one():
+    """The default: expand K and V when every position is a query (training), attend to the latent when decoding."""
+    auto = DeepSeekV3(preset("tiny")).eval()
+    assert auto.cfg.mla_impl == "auto"
+    twins = {}
+    for impl in ("naive", "absorbed"):
+        twins[impl] = DeepSeekV3(preset("tiny").replace(mla_impl=impl)).eval()
+        twins[impl].load_state_dict(auto.state_dict())
+    tokens = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(auto(tokens).logits, twins["naive"](tokens).logits)
+        assert not torch.equal(auto(tokens).logits, twins["absorbed"](tokens).logits)  # rounding tells them apart
+        steps = {}
+        for name, model in (("auto", auto), *twins.items()):
+            cache = model.new_cache()
+            steps[name] = torch.cat([model(tokens[:, i:i + 1], cache=cache).logits for i in range(9)], dim=1)
+    assert torch.equal(steps["auto"], steps["absorbed"])
+    assert not torch.equal(steps["auto"], steps["naive"])

@@ -33,7 +33,7 @@ def test_deepseek_v3_preset_matches_the_released_config():
         ({"qk_rope_head_dim": 7}, r"qk_rope_head_dim=7 must be even"),
         ({"attention": "gqa", "head_dim": 9}, r"head_dim=9 must be even"),
         ({"attention": "flash"}, r"attention='flash' is not one of 'mla', 'mha', 'gqa', 'mqa'"),
-        ({"mla_impl": "fast"}, r"mla_impl='fast' is not one of 'naive', 'absorbed'"),
+        ({"mla_impl": "fast"}, r"mla_impl='fast' is not one of 'auto', 'naive', 'absorbed'"),
         ({"scoring_func": "relu"}, r"scoring_func='relu' is not one of 'sigmoid', 'softmax'"),
         ({"first_k_dense_replace": 9}, r"first_k_dense_replace=9 must be between 0 and num_hidden_layers=3"),
         ({"hidden_size": 0}, r"hidden_size=0 must be a positive integer"),

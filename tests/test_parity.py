@@ -23,6 +23,7 @@ CONFIGS = {
     "two-dense": {"first_k_dense_replace": 2, "num_hidden_layers": 4},
     "all-dense": {"first_k_dense_replace": 3},
     "naive-mla": {"mla_impl": "naive"},
+    "absorbed-mla": {"mla_impl": "absorbed"},
     "yarn": {"rope_scaling": YARN, "max_position_embeddings": 256},
     "no-shared": {"n_shared_experts": 0},
 }
