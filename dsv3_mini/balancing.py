@@ -152,11 +152,17 @@ def simulate_balancing(cfg: ModelConfig, policy: str = "loss-free", steps: int =
     direction = x0.mean(0)
     g = torch.Generator().manual_seed(seed + 1)
     rule = update_bias if update == "sign" else proportional_update
+    # every step's fresh tokens at once (the same numbers as drawing them step by step); with frozen router weights
+    # ("loss-free", "none") their affinities too, so each step only runs the router's selection with the current bias
+    xs = torch.randn(steps, tokens, cfg.hidden_size, generator=g) + direction
+    frozen = policy != "aux-loss"
+    if frozen:
+        with torch.no_grad():
+            all_scores = router.affinities(xs)
     loads, biases, vios = [], [], []
-    for _ in range(steps):
-        x = torch.randn(tokens, cfg.hidden_size, generator=g) + direction
+    for step in range(steps):
         biases.append(router.bias.clone())
-        routing = router(x)
+        routing = router.select(all_scores[step]) if frozen else router(xs[step])
         loads.append(routing.counts.float())
         vios.append(max_violation(routing.counts))
         if policy == "loss-free":

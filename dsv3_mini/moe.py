@@ -72,9 +72,16 @@ class Router(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Routing:
         """x: (T, hidden) -> Routing. Scores are computed in fp32 whatever the input dtype (as V3 keeps gates)."""
-        cfg = self.cfg
+        return self.select(self.affinities(x))
+
+    def affinities(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., hidden) -> the affinities s (..., E): sigmoid (or softmax) of u · e_i, in fp32."""
         logits = F.linear(x.float(), self.weight.float())
-        scores = logits.sigmoid() if cfg.scoring_func == "sigmoid" else logits.softmax(dim=-1)
+        return logits.sigmoid() if self.cfg.scoring_func == "sigmoid" else logits.softmax(dim=-1)
+
+    def select(self, scores: torch.Tensor) -> Routing:
+        """Affinities (T, E) -> Routing: group-limited top-k of s + b with the current bias, gating weights from s."""
+        cfg = self.cfg
         choice = scores.detach() + self.bias  # selection uses s + b; weights below use s alone
         if cfg.n_group > 1:
             grouped = choice.view(-1, cfg.n_group, cfg.n_routed_experts // cfg.n_group)
@@ -88,7 +95,8 @@ class Router(nn.Module):
             weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
         weights = weights * cfg.routed_scaling_factor
         counts = torch.bincount(indices.flatten(), minlength=cfg.n_routed_experts)
-        return Routing(scores=scores, weights=weights, indices=indices, counts=counts, tokens_shape=(x.shape[0],))
+        return Routing(scores=scores, weights=weights, indices=indices, counts=counts,
+                       tokens_shape=(scores.shape[0],))
 
 
 class MoE(nn.Module):

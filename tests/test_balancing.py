@@ -126,3 +126,22 @@ def test_bad_policy_is_a_clear_error():
         preset("tiny").replace(balance="aux")
     with pytest.raises(ValueError, match="policy='fast'"):
         simulate_balancing(ROUTER, "fast")
+
+
+@pytest.mark.parametrize("policy", ["loss-free", "none"])
+def test_simulation_routes_each_step_as_the_router_forward_does(policy):
+    """The simulation batches the affinities of all steps; replaying it step by step through ``Router.forward``,
+    with the bias it recorded, must give the same loads and, from them, the next bias."""
+    steps, tokens = 12, 64
+    history = simulate_balancing(ROUTER, policy, steps=steps, tokens=tokens, skew=2.0, speed=5e-3, seed=3)
+    router, x0 = skewed_router(ROUTER, tokens, 2.0, seed=3)
+    g = torch.Generator().manual_seed(4)
+    for step in range(steps):
+        x = torch.randn(tokens, ROUTER.hidden_size, generator=g) + x0.mean(0)
+        router.bias.copy_(history.bias[step])
+        counts = router(x).counts
+        assert torch.equal(counts.float(), history.load[step])
+        if policy == "loss-free" and step + 1 < steps:
+            assert torch.equal(update_bias(history.bias[step], counts, 5e-3), history.bias[step + 1])
+    if policy == "loss-free":
+        assert not torch.equal(history.bias[-1], history.bias[0])
