@@ -46,21 +46,25 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "BLOCK_NAMES",
     "FORMATS",
     "FP8Format",
     "FP8Linear",
     "apply_fp8",
-    "BLOCK_NAMES",
     "cast_unscaled",
     "dequantize",
     "elementwise_relative_error",
     "fake_quantize",
+    "fake_quantize_ste",
     "fp8_linear",
     "fp8_matmul",
+    "get_format",
+    "limited_accumulate_matmul",
     "quantize",
     "relative_error",
     "resolve_block",
     "round_mantissa",
+    "scale_grid_shape",
     "snr_db",
     "tile_error_map",
 ]
@@ -517,7 +521,10 @@ def tile_error_map(x: torch.Tensor, block=(1, 128), fmt: str = "e4m3") -> torch.
     """Per-tile relative round-trip error, float32 of the scale grid's shape.
 
     Entry (i, j) is ``||x_t - x_hat_t|| / ||x_t||`` for tile (i, j) (0 for an
-    all-zero tile).  Put an outlier in x and only its tile lights up.
+    all-zero tile). Beware with outliers: the norm of an outlier's tile is the
+    outlier's own, and the outlier is stored almost exactly (it sets the scale),
+    so that tile looks *good* although its other values lost most of their
+    precision; ``elementwise_relative_error`` shows the damage element by element.
     """
     x2d = _as_rows(x).float()
     x_hat = fake_quantize(x2d, block, fmt).float()
@@ -538,8 +545,9 @@ def apply_fp8(model: nn.Module, fmt: str = "e4m3", act_block=(1, 128), weight_bl
 
     FP8 (as in V3, Section 3.3.1): attention projections, dense FFNs, shared and routed experts, MTP projections.
     Kept in full precision (as in V3): embedding, output head, MoE gates, norms, the attention core. ``wkv_b``
-    (W_UK, W_UV) is applied inside our attention core by einsum — absorbed into queries and outputs — so it also
-    stays in full precision here. Parameters are shared, not copied, so an optimizer made earlier keeps working.
+    (W_UK, W_UV) is applied inside our attention core by einsum (expanding keys and values, or absorbed into queries
+    and outputs), not as a linear layer, so it also stays in full precision here. Parameters are shared, not copied,
+    so an optimizer made earlier keeps working.
     """
     from .moe import MoE, Router
 

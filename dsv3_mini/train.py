@@ -267,7 +267,19 @@ def _deferred_interrupt() -> Iterator[list[bool]]:
 # -- the loop ---------------------------------------------------------------------------------------------------
 
 def train(tc: TrainConfig, resume: bool = False, progress: bool = True, dataset: Dataset | None = None) -> TrainResult:
-    """Train (or continue, with ``resume=True``, from ``tc.out``/checkpoint.safetensors) up to ``tc.steps``."""
+    """Train (or continue, with ``resume=True``, from ``tc.out``/checkpoint.safetensors) up to ``tc.steps``.
+
+    ``tc.threads`` sets torch's thread count for the run; the previous count is restored afterwards, so a notebook
+    that trains with ``threads=1`` keeps its own setting for the cells that follow.
+    """
+    threads = torch.get_num_threads()
+    try:
+        return _train(tc, resume, progress, dataset)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(tc: TrainConfig, resume: bool, progress: bool, dataset: Dataset | None) -> TrainResult:
     out = Path(tc.out) if tc.out else None
     ckpt = out / "checkpoint.safetensors" if out else None
     if resume:
@@ -411,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tc = TrainConfig(**kwargs)
         tc.model_config()
+        if tc.threads is not None:  # for the whole command: training and the export's evaluation
+            torch.set_num_threads(tc.threads)
         result = train(tc, resume=args.resume, progress=not args.no_progress)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -455,9 +455,9 @@ print(f"  plain linear layers: {', '.join(kept_linear)}")
 
 # %% [markdown]
 # The head and the gates stay as they are; `wkv_b` ($W^{UK}$, $W^{UV}$) stays too, because our attention applies it
-# inside its core, absorbed into the queries and outputs (lesson 1). `"experts"` stands for all routed experts of that
-# MoE layer: their weights are stacked in one tensor per matrix, and every expert's matmul goes through the FP8
-# function.
+# inside its core (expanding keys and values, or absorbed into the queries and outputs when decoding; lesson 1).
+# `"experts"` stands for all routed experts of that MoE layer: their weights are stacked in one tensor per matrix,
+# and every expert's matmul goes through the FP8 function.
 #
 # ## Does FP8 training match FP32?
 #

@@ -132,3 +132,14 @@ def test_evaluate_reports_mtp_and_global_max_violation(dataset):
 
     out = evaluate(DeepSeekV3(preset("tiny")), dataset, batch_size=4, seq_len=64, max_batches=2)
     assert out["loss"] > 0 and len(out["mtp_losses"]) == 1 and len(out["max_vio_global"]) == 2
+
+
+def test_train_restores_the_thread_count():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        tc = TrainConfig(preset="tiny", steps=2, batch_size=2, seq_len=16, eval_every=2, eval_batches=1, threads=1)
+        train(tc, progress=False, dataset=builtin_dataset(train_bytes=20_000, val_bytes=4_000, seed=0))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
