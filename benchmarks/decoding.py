@@ -55,7 +55,7 @@ def decode(model: DeepSeekV3, cache, logits: torch.Tensor, context: int, new: in
 
 
 def run(quick: bool = False) -> dict:
-    contexts, new, reps = ((64, 128), 4, 1) if quick else ((1024, 4096), 32, 3)
+    contexts, new, reps = ((64, 128), 4, 1) if quick else ((1024, 4096), 32, 5)
     cfgs = configs(quick, max(contexts) + new)
     seed_everything(0, THREADS)
     models = {k: DeepSeekV3(c).eval() for k, c in cfgs.items()}

@@ -40,7 +40,7 @@ def trainer_step(model, opt, tokens, targets, autocast: bool = False) -> None:
 
 def run(quick: bool = False) -> dict:
     seed_everything(0, THREADS)
-    name, (batch, seq), reps, size = ("tiny", (2, 32), 2, 256) if quick else ("mini", (12, 256), 5, 1024)
+    name, (batch, seq), reps, size = ("tiny", (2, 32), 2, 256) if quick else ("mini", (12, 256), 15, 1024)
     cfg = preset(name)
     tc = TrainConfig(preset=name, batch_size=batch, seq_len=seq)
     data = builtin_dataset(train_bytes=200_000, val_bytes=10_000, seed=0)

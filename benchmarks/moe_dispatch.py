@@ -59,7 +59,7 @@ def _grads(moe: MoE, fn, x: torch.Tensor, probe: torch.Tensor) -> tuple[torch.Te
 
 def run(quick: bool = False) -> dict:
     seed_everything(0, THREADS)
-    cfg, (batch, seq), reps = (preset("tiny"), (2, 32), 2) if quick else (preset("mini"), (12, 256), 10)
+    cfg, (batch, seq), reps = (preset("tiny"), (2, 32), 2) if quick else (preset("mini"), (12, 256), 20)
     moe = MoE(cfg).train()
     with torch.no_grad():
         for p in moe.parameters():

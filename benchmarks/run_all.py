@@ -7,7 +7,9 @@
 
 One progress line per item. Both files are rewritten after every item, each to a temporary name then renamed, so an
 interrupt leaves the previous complete file, never half of one; ``--only`` updates those items in an existing
-bench.json of the same kind (full or quick) and keeps the others. What each item measures: benchmarks/README.md.
+bench.json of the same kind (full or quick) and keeps the others. A complete full run into the default folder also
+rewrites the table in the repository's README.md (between its ``bench:begin``/``bench:end`` markers). What each item
+measures: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import torch
 from common import THREADS, Skipped, cpu_seconds, machine, other_jobs_share
 
 HERE = Path(__file__).resolve().parent
+README = HERE.parent / "README.md"
+README_BEGIN, README_END = "<!-- bench:begin (written by make bench) -->", "<!-- bench:end -->"
 SCHEMA = 1
 
 # (name, module, function, section, what); run in this order
@@ -95,6 +99,24 @@ def markdown(results: dict[str, Any]) -> str:
                 lines.append("| " + " | ".join(_cell(r[k]) for k in ("item", "ours", "baseline", "goal"))
                              + f" | {_met(r['met'])} | {_cell(r['note'])} |")
     return "\n".join(lines) + "\n"
+
+
+def readme_block(results: dict[str, Any]) -> str:
+    """The README's copy of BENCH.md: without its title, sections one level down, between the markers."""
+    body = markdown(results).split("\n", 2)[2].replace("\n## ", "\n### ")
+    return f"{README_BEGIN}\n{body}{README_END}"
+
+
+def update_readme(results: dict[str, Any], readme: Path = README) -> bool:
+    """Put a complete full run's table in the README (between the markers); quick or partial runs never do."""
+    if results["quick"] or not results.get("complete"):
+        return False
+    text = readme.read_text()
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        return False
+    atomic_write(readme, text[:begin] + readme_block(results) + text[end + len(README_END):])
+    return True
 
 
 def load_previous(path: Path, quick: bool) -> dict[str, Any]:
@@ -178,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         results["total_seconds"] = time.perf_counter() - start
     save()
     print(f"took {(time.perf_counter() - start) / 60:.1f} min; wrote {json_path} and {md_path}")
+    if out.resolve() == (HERE / "results").resolve() and update_readme(results):
+        print(f"updated the benchmark table in {README}")
     return 0 if all(benchmarks[n]["status"] != "error" for n in selected) else 1
 
 

@@ -27,7 +27,7 @@ def setup(quick: bool):
     """(config, batch shape, reps) of the full or the quick run."""
     if quick:
         return preset("tiny").replace(num_nextn_predict_layers=0), (2, 32), 2
-    return preset("mini").replace(num_nextn_predict_layers=0), (12, 256), 7
+    return preset("mini").replace(num_nextn_predict_layers=0), (12, 256), 15
 
 
 def run(quick: bool = False) -> dict:

@@ -72,3 +72,36 @@ def test_unknown_item_is_refused_by_name(tmp_path):
     proc = run_all("--only", "nope", "--out", str(tmp_path), timeout=60)
     assert proc.returncode == 2 and "unknown item(s) nope" in proc.stderr
     assert not (tmp_path / "bench.json").exists()
+
+
+def _run_all_module():
+    sys.path.insert(0, str(RUN_ALL.parent))
+    try:
+        import run_all
+    finally:
+        sys.path.remove(str(RUN_ALL.parent))
+    return run_all
+
+
+def test_readme_shows_the_committed_complete_run():
+    """The README's table is the one the committed bench.json renders to, from a complete full run, dated."""
+    run_all = _run_all_module()
+    results = json.loads((ROOT / "benchmarks" / "results" / "bench.json").read_text())
+    assert results["complete"] is True and results["quick"] is False and results["total_seconds"] > 0
+    readme = (ROOT / "README.md").read_text()
+    assert run_all.readme_block(results) in readme
+    assert results["date"] in readme and results["machine"]["cpu"] in readme
+
+
+def test_only_a_complete_full_run_rewrites_the_readme(tmp_path):
+    run_all = _run_all_module()
+    results = json.loads((ROOT / "benchmarks" / "results" / "bench.json").read_text())
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{run_all.README_BEGIN}\nold table\n{run_all.README_END}\noutro\n")
+    assert not run_all.update_readme({**results, "quick": True}, readme)
+    assert not run_all.update_readme({**results, "complete": False}, readme)
+    assert "old table" in readme.read_text()
+    assert run_all.update_readme(results, readme)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("\noutro\n") and "old table" not in text
+    assert "### Performance" in text and "# dsv3-mini benchmarks" not in text
