@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from html import escape as html_escape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def test_every_notebook_has_a_page_with_launch_and_download_buttons(book, notebo
 def test_pages_for_the_reader():
     """The book's own pages are in the table of contents."""
     toc = (BOOK / "_toc.yml").read_text(encoding="utf-8")
-    for name in ("running-locally", "teachers-guide", "glossary", "references"):
+    for name in ("running-locally", "teachers-guide", "benchmarks", "glossary", "references"):
         assert f"file: {name}" in toc
         assert (BOOK / f"{name}.md").is_file()
     assert "glob: notebooks/" in toc, "lessons are picked up by a glob, so a new notebook needs no toc edit"
@@ -161,3 +162,16 @@ def test_cited_references_resolve(book):
         assert arxiv in refs, f"arXiv {arxiv} is missing from the references page"
     intro = (book.html / "intro.html").read_text(encoding="utf-8")
     assert 'href="references.html#id' in intro, "the intro's citations do not link to the references page"
+
+
+def test_the_benchmarks_page_shows_the_committed_run(book):
+    """The book shows make bench's table (included from benchmarks/results/BENCH.md, never copied), dated."""
+    import json
+
+    results = json.loads((ROOT / "benchmarks" / "results" / "bench.json").read_text())
+    html = (book.html / "benchmarks.html").read_text(encoding="utf-8")
+    assert results["date"] in html
+    rows = [row for entry in results["benchmarks"].values() for row in entry.get("rows", [])]
+    assert rows
+    for row in rows:
+        assert html_escape(row["item"], quote=False) in html, row["item"]
