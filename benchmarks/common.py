@@ -90,6 +90,17 @@ def matmul_flops(n: int, dtype: torch.dtype, m: int | None = None, k: int | None
     return best
 
 
+PEAK_SQUARE = {False: 1024, True: 256}  # side of the square product of the matmul peak: full run, quick run
+
+
+def matmul_peak(hidden: int, width: int, tokens: int, dtype: torch.dtype, quick: bool) -> dict[str, float]:
+    """The matmul ceiling that MFU is measured against, in FLOP/s: a square product and the model's own shape,
+    (tokens × hidden) @ (hidden × width) with ``width`` the dense FFN's. The caller takes the higher of the two."""
+    budget = 1e8 if quick else 2e9
+    return {"square": matmul_flops(PEAK_SQUARE[quick], dtype, budget=budget),
+            "model": matmul_flops(width, dtype, m=tokens, k=hidden, budget=budget)}
+
+
 def fmt_spread(s: dict[str, float], scale: float = 1.0, digits: int = 0) -> str:
     """'median (min–max)' of a summary, values multiplied by ``scale``."""
     f = f"{{:,.{digits}f}}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import warnings
 
 import torch
-from common import THREADS, interleave, matmul_flops, row, summary
+from common import PEAK_SQUARE, THREADS, interleave, matmul_peak, row, summary
 from flops import training_step_flops
 
 from dsv3_mini import DeepSeekV3, preset, seed_everything
@@ -40,7 +40,7 @@ def trainer_step(model, opt, tokens, targets, autocast: bool = False) -> None:
 
 def run(quick: bool = False) -> dict:
     seed_everything(0, THREADS)
-    name, (batch, seq), reps, size = ("tiny", (2, 32), 2, 256) if quick else ("mini", (12, 256), 15, 1024)
+    name, (batch, seq), reps = ("tiny", (2, 32), 2) if quick else ("mini", (12, 256), 15)
     cfg = preset(name)
     tc = TrainConfig(preset=name, batch_size=batch, seq_len=seq)
     data = builtin_dataset(train_bytes=200_000, val_bytes=10_000, seed=0)
@@ -59,11 +59,9 @@ def run(quick: bool = False) -> dict:
     peaks: dict[str, list[float]] = {"fp32_square": [], "bf16_square": [], "fp32_model": [], "bf16_model": []}
     shape = {"m": batch * seq, "k": cfg.hidden_size}  # (tokens, hidden) @ (hidden, dense FFN width)
 
-    budget = 1e8 if quick else 2e9
-
     def peak(dtype: torch.dtype, tag: str):
-        peaks[f"{tag}_square"].append(matmul_flops(size, dtype, budget=budget))
-        peaks[f"{tag}_model"].append(matmul_flops(cfg.intermediate_size, dtype, budget=budget, **shape))
+        for kind, flops_per_s in matmul_peak(cfg.hidden_size, cfg.intermediate_size, batch * seq, dtype, quick).items():
+            peaks[f"{tag}_{kind}"].append(flops_per_s)
 
     times = interleave({"fp32": lambda: step("fp32"), "bf16": lambda: step("bf16"),
                         "peak_fp32": lambda: peak(torch.float32, "fp32"),
@@ -91,5 +89,5 @@ def run(quick: bool = False) -> dict:
         "config": name, "batch": batch, "seq_len": seq, "reps": reps, "flops_per_step": flops.total,
         "flops_per_token": flops.per_token, "matmul_flops": flops.matmul, "attention_flops": flops.attention,
         "main_matmul_params": flops.main_matmul_params, "mtp_matmul_params": flops.mtp_matmul_params,
-        "peaks": {k: summary(v) for k, v in peaks.items()}, "square_size": size, "model_shape": shape,
+        "peaks": {k: summary(v) for k, v in peaks.items()}, "square_size": PEAK_SQUARE[quick], "model_shape": shape,
         **out, "goal": GOAL, "met": out["fp32"]["mfu"]["median"] >= GOAL}}

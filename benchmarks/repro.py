@@ -113,6 +113,17 @@ def results(variant: str, quick: bool) -> list[dict[str, Any]]:
     return [_results[variant, s, quick] for s in seeds(quick)]
 
 
+def with_base(variant: str, quick: bool) -> list[tuple[str, int]]:
+    """The runs a claim needs: the base and ``variant``, for every seed (what a reproduction's ``needs`` returns)."""
+    return [(v, s) for s in seeds(quick) for v in ("base", variant)]
+
+
+def paired_val_loss(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> tuple[dict, dict, dict]:
+    """Validation losses of two variants' runs, seed by seed: the spread of each and of the paired difference a − b."""
+    return (spread([r["val_loss"] for r in a]), spread([r["val_loss"] for r in b]),
+            spread([x["val_loss"] - y["val_loss"] for x, y in zip(a, b, strict=True)]))
+
+
 def spread(xs: list[float]) -> dict[str, float]:
     """Mean, sample standard deviation (0 for one value), min and max."""
     return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "min": min(xs),

@@ -29,7 +29,7 @@ def shipped_max_vio() -> dict | None:
 
 
 def needs(quick: bool) -> list[tuple[str, int]]:
-    return [(v, s) for s in repro.seeds(quick) for v in ("base", "aux_loss")]
+    return repro.with_base("aux_loss", quick)
 
 
 def run(quick: bool = False) -> dict:
@@ -37,8 +37,8 @@ def run(quick: bool = False) -> dict:
     lf, aux = repro.results("base", quick), repro.results("aux_loss", quick)
     vio = {name: repro.spread([statistics.fmean(r["max_vio_global"]) for r in runs])
            for name, runs in (("loss_free", lf), ("aux_loss", aux))}
-    loss = {name: repro.spread([r["val_loss"] for r in runs]) for name, runs in (("loss_free", lf), ("aux_loss", aux))}
-    dloss = repro.spread([a["val_loss"] - b["val_loss"] for a, b in zip(lf, aux, strict=True)])
+    loss_lf, loss_aux, dloss = repro.paired_val_loss(lf, aux)
+    loss = {"loss_free": loss_lf, "aux_loss": loss_aux}
     n = len(lf)
     shipped = shipped_max_vio()
     shipped_note = "" if shipped is None else (

@@ -16,14 +16,14 @@ from dsv3_mini import count_params
 
 
 def needs(quick: bool) -> list[tuple[str, int]]:
-    return [(v, s) for s in repro.seeds(quick) for v in ("base", "dense")]
+    return repro.with_base("dense", quick)
 
 
 def run(quick: bool = False) -> dict:
     repro.ensure(needs(quick), quick)
     moe, dense = repro.results("base", quick), repro.results("dense", quick)
-    loss = {"moe": repro.spread([r["val_loss"] for r in moe]), "dense": repro.spread([r["val_loss"] for r in dense])}
-    delta = repro.spread([a["val_loss"] - b["val_loss"] for a, b in zip(moe, dense, strict=True)])
+    loss_moe, loss_dense, delta = repro.paired_val_loss(moe, dense)
+    loss = {"moe": loss_moe, "dense": loss_dense}
     counts = {name: count_params(repro.train_config(v, 0, quick).model_config()) for name, v in (("moe", "base"),
                                                                                               ("dense", "dense"))}
     params = {name: {"total": c.total, "active": c.active} for name, c in counts.items()}

@@ -80,4 +80,4 @@ def run(quick: bool = False) -> dict:
 
 
 def needs(quick: bool) -> list[tuple[str, int]]:
-    return [(v, s) for s in repro.seeds(quick) for v in ("base", "fp8")]
+    return repro.with_base("fp8", quick)

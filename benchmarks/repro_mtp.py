@@ -13,14 +13,14 @@ from common import row
 
 
 def needs(quick: bool) -> list[tuple[str, int]]:
-    return [(v, s) for s in repro.seeds(quick) for v in ("base", "no_mtp")]
+    return repro.with_base("no_mtp", quick)
 
 
 def run(quick: bool = False) -> dict:
     repro.ensure(needs(quick), quick)
     on, off = repro.results("base", quick), repro.results("no_mtp", quick)
-    loss = {"mtp": repro.spread([r["val_loss"] for r in on]), "no_mtp": repro.spread([r["val_loss"] for r in off])}
-    delta = repro.spread([a["val_loss"] - b["val_loss"] for a, b in zip(on, off, strict=True)])
+    loss_on, loss_off, delta = repro.paired_val_loss(on, off)
+    loss = {"mtp": loss_on, "no_mtp": loss_off}
     n = len(on)
     rows = [row("MTP on vs off: next-token validation loss (nats/byte)",
                 f"on {repro.pm(loss['mtp'], 4)} vs off {repro.pm(loss['no_mtp'], 4)}",

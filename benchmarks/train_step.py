@@ -13,7 +13,7 @@ per-expert loop, its default before ``grouped_mm``).
 from __future__ import annotations
 
 import torch
-from common import THREADS, fmt_spread, interleave, matmul_flops, paired_ratio, row, summary
+from common import THREADS, fmt_spread, interleave, matmul_peak, paired_ratio, row, summary
 from flops import training_step_flops
 
 from dsv3_mini import DeepSeekV3, preset, seed_everything
@@ -67,10 +67,8 @@ def run(quick: bool = False) -> dict:
     speedup_eager = paired_ratio(times["transformers_eager_experts"], times["dsv3_mini"])
     met = speedup["median"] >= GOAL
     # How far the goal is from the hardware: the step's model FLOPs over the fp32 matmul peak (as ``mfu`` measures
-    # it, best of the square and the model's own shape), for both models and for a step 1.5× faster than theirs.
-    budget = 1e8 if quick else 2e9
-    peak = max(matmul_flops(256 if quick else 1024, torch.float32, budget=budget),
-               matmul_flops(cfg.intermediate_size, torch.float32, budget=budget, m=n, k=cfg.hidden_size))
+    # it), for both models and for a step 1.5× faster than theirs.
+    peak = max(matmul_peak(cfg.hidden_size, cfg.intermediate_size, n, torch.float32, quick).values())
     flops = training_step_flops(cfg, batch, seq).total
     mfu = {k: flops / (n / tps[k]["median"]) / peak for k in ("dsv3_mini", "transformers")}
     mfu_needed = GOAL * mfu["transformers"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import os
 import re
 import shutil
@@ -166,8 +167,6 @@ def test_cited_references_resolve(book):
 
 def test_the_benchmarks_page_shows_the_committed_run(book):
     """The book shows make bench's table (included from benchmarks/results/BENCH.md, never copied), dated."""
-    import json
-
     results = json.loads((ROOT / "benchmarks" / "results" / "bench.json").read_text())
     html = (book.html / "benchmarks.html").read_text(encoding="utf-8")
     assert results["date"] in html
