@@ -44,7 +44,7 @@ notebooks: $(STAMP)
 
 # Benchmarks and reproductions (under 20 minutes): benchmarks/results/bench.json and BENCH.md; ARGS="--only mfu"
 bench: $(STAMP)
-	$(PY) benchmarks/run_all.py $(ARGS)
+	$(PY) -m benchmarks.run_all $(ARGS)
 
 # The course's end-to-end run (about 11 minutes on an idle 2-core machine); writes the shipped checkpoints/mini/
 train: $(STAMP)

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, row
+from .common import ROOT, row
 
 TIMEOUT = 1800
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -122,8 +123,6 @@ def cpu_seconds() -> tuple[float, float]:
 
     Their increments over a run tell how much of the CPU *other* jobs took meanwhile (``other_jobs_share``).
     """
-    import resource
-
     busy = 0.0
     try:
         fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]

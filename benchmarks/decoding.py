@@ -16,11 +16,12 @@ from __future__ import annotations
 import functools
 
 import torch
-from common import THREADS, fmt_spread, interleave, row, summary
 
 from dsv3_mini import DeepSeekV3, preset, seed_everything
 from dsv3_mini.generate import generate
 from dsv3_mini.kv_cache import bytes_per_token, naive_mla_bytes_per_token
+
+from .common import THREADS, fmt_spread, interleave, row, summary
 
 CHUNK = 1024
 

@@ -1,12 +1,13 @@
 """Model FLOP utilisation (MFU) of the trainer's step on the "mini" run, against the matmul peak of this CPU.
 
-MFU = (model FLOPs of one step / step seconds) / peak FLOP/s. Model FLOPs come from ``flops.training_step_flops``
-(6 · active matmul params + causal attention, main model and MTP). The step is exactly the trainer's loop body
-(forward with targets, backward, gradient clipping, AdamW, bias update) on the MINI_RUN batch (12 × 256); its time
-includes the optimizer, whose FLOPs are not counted. The peak is ``torch.matmul`` in the same process, timed in
-between the steps: 1024 × 1024 squares and the model's own largest shape (tokens × hidden @ hidden × dense FFN),
-the higher of the two is the denominator. fp32 is what the trainer runs; bf16 autocast is measured against the bf16
-matmul peak.
+MFU = (model FLOPs of one step / step seconds) / peak FLOP/s. Model FLOPs come from
+``dsv3_mini.flops.training_step_flops`` (6 · active matmul params + causal attention, main model and MTP). The step is
+the trainer's own, ``dsv3_mini.train.train_step`` (learning-rate schedule, forward with targets, backward, gradient
+clipping, AdamW, bias update), on the MINI_RUN batch (12 × 256); its time includes the optimizer, whose FLOPs are not
+counted. The peak is ``torch.matmul`` in the same process, timed in between the steps: 1024 × 1024 squares and the
+model's own largest shape (tokens × hidden @ hidden × dense FFN), the higher of the two is the denominator. fp32 is
+what the trainer runs; bf16 autocast (``train_step(..., autocast=torch.bfloat16)``, the forward pass only) is
+measured against the bf16 matmul peak.
 """
 
 from __future__ import annotations
@@ -14,28 +15,15 @@ from __future__ import annotations
 import warnings
 
 import torch
-from common import PEAK_SQUARE, THREADS, interleave, matmul_peak, row, summary
-from flops import training_step_flops
 
 from dsv3_mini import DeepSeekV3, preset, seed_everything
-from dsv3_mini.balancing import apply_bias_update
 from dsv3_mini.data import builtin_dataset
-from dsv3_mini.train import TrainConfig, make_optimizer
+from dsv3_mini.flops import training_step_flops
+from dsv3_mini.train import TrainConfig, make_optimizer, train_step
+
+from .common import PEAK_SQUARE, THREADS, interleave, matmul_peak, row, summary
 
 GOAL = 0.35
-
-
-def trainer_step(model, opt, tokens, targets, autocast: bool = False) -> None:
-    """The body of ``dsv3_mini.train.train``'s loop (learning-rate schedule and logging aside)."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), warnings.catch_warnings():
-        # under autocast RMSNorm sees bf16 inputs and fp32 weights and says so once per call site
-        warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
-        result = model(tokens, targets=targets)
-    opt.zero_grad(set_to_none=True)
-    result.loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-    apply_bias_update(model)
 
 
 def run(quick: bool = False) -> dict:
@@ -45,7 +33,7 @@ def run(quick: bool = False) -> dict:
     tc = TrainConfig(preset=name, batch_size=batch, seq_len=seq)
     data = builtin_dataset(train_bytes=200_000, val_bytes=10_000, seed=0)
     gen = torch.Generator().manual_seed(0)
-    models = {}
+    models, steps, autocast = {}, {"fp32": 0, "bf16": 0}, {"fp32": None, "bf16": torch.bfloat16}
     for kind in ("fp32", "bf16"):
         seed_everything(0, THREADS)
         model = DeepSeekV3(cfg).train()
@@ -54,7 +42,10 @@ def run(quick: bool = False) -> dict:
     def step(kind: str):
         model, opt = models[kind]
         tokens, targets, _ = data.get_batch("train", batch, seq, gen)
-        trainer_step(model, opt, tokens, targets, autocast=kind == "bf16")
+        steps[kind] += 1
+        with warnings.catch_warnings():  # under autocast RMSNorm sees bf16 inputs and fp32 weights and says so
+            warnings.filterwarnings("ignore", message="Mismatch dtype between input and weight")
+            train_step(model, opt, tokens, targets, tc, steps[kind], autocast=autocast[kind])
 
     peaks: dict[str, list[float]] = {"fp32_square": [], "bf16_square": [], "fp32_model": [], "bf16_model": []}
     shape = {"m": batch * seq, "k": cfg.hidden_size}  # (tokens, hidden) @ (hidden, dense FFN width)
@@ -84,7 +75,7 @@ def run(quick: bool = False) -> dict:
                         f"peak {ceiling / 1e9:.0f} GFLOP/s ({kind} matmul)",
                         f"≥ {100 * GOAL:.0f}%" if kind == "fp32" else "—",
                         mfu["median"] >= GOAL if kind == "fp32" else None,
-                        f"{flops.per_token / 1e6:.2f} MFLOP/token (flops.py)" + slower))
+                        f"{flops.per_token / 1e6:.2f} MFLOP/token (dsv3_mini.flops)" + slower))
     return {"rows": rows, "data": {
         "config": name, "batch": batch, "seq_len": seq, "reps": reps, "flops_per_step": flops.total,
         "flops_per_token": flops.per_token, "matmul_flops": flops.matmul, "attention_flops": flops.attention,

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from common import THREADS, fmt_spread, interleave, paired_ratio, row, summary
 
 from dsv3_mini import preset, seed_everything
 from dsv3_mini.moe import MoE
+
+from .common import THREADS, fmt_spread, interleave, paired_ratio, row, summary
 
 
 def _expert(moe: MoE, e: int, x: torch.Tensor) -> torch.Tensor:

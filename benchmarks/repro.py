@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -93,18 +92,14 @@ def ensure(runs: Iterable[tuple[str, int]], quick: bool, log: Callable[[str], No
             _results[v, s, quick] = train_run(v, s, quick)
             log(f"    trained {v} seed {s} in {_results[v, s, quick]['seconds']:.0f} s")
         return
-    # spawn, not fork: a forked child of a process that already used torch's thread pool can hang
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init,
-                             initargs=(sys.path,)) as pool:
+    # spawn, not fork: a forked child of a process that already used torch's thread pool can hang. A spawned child
+    # imports ``benchmarks.repro`` by name, from the parent's working directory and import path.
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(train_run, v, s, quick): (v, s) for v, s in todo}
         for done, fut in enumerate(as_completed(futures), start=1):
             v, s = futures[fut]
             _results[v, s, quick] = fut.result()
             log(f"    [{done}/{len(todo)}] trained {v} seed {s} in {_results[v, s, quick]['seconds']:.0f} s")
-
-
-def _worker_init(path: list[str]) -> None:
-    sys.path[:] = path
 
 
 def results(variant: str, quick: bool) -> list[dict[str, Any]]:

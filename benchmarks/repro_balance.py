@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import statistics
 
-import repro
-from common import ROOT, row
+from . import repro
+from .common import ROOT, row
 
 SHIPPED = ROOT / "checkpoints" / "mini" / "summary.json"
 

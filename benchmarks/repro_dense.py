@@ -9,10 +9,10 @@ Run budget: ``repro.py``.
 
 from __future__ import annotations
 
-import repro
-from common import row
-
 from dsv3_mini import count_params
+
+from . import repro
+from .common import row
 
 
 def needs(quick: bool) -> list[tuple[str, int]]:

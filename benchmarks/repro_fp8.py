@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import statistics
 
-import repro
 import torch
-from common import ROOT, row
 
 from dsv3_mini import DeepSeekV3, preset
+from dsv3_mini.checkpoint import load_model
 from dsv3_mini.data import builtin_dataset
 from dsv3_mini.fp8 import apply_fp8
-from dsv3_mini.train import evaluate, load_model
+from dsv3_mini.train import evaluate
+
+from . import repro
+from .common import ROOT, row
 
 CHECKPOINT = ROOT / "checkpoints" / "mini" / "model.safetensors"
 

@@ -8,8 +8,8 @@ next-token validation loss after the same number of steps. Run budget: ``repro.p
 
 from __future__ import annotations
 
-import repro
-from common import row
+from . import repro
+from .common import row
 
 
 def needs(quick: bool) -> list[tuple[str, int]]:

@@ -1,9 +1,11 @@
 """Run the dsv3-mini benchmarks and reproductions; write results/bench.json and results/BENCH.md (``make bench``).
 
-    .venv/bin/python benchmarks/run_all.py                      # everything (< 20 minutes on 2 cores)
-    .venv/bin/python benchmarks/run_all.py --quick              # a smoke run on tiny sizes (numbers mean nothing)
-    .venv/bin/python benchmarks/run_all.py --only train_step,mfu
-    .venv/bin/python benchmarks/run_all.py --list
+    .venv/bin/python -m benchmarks.run_all                      # everything (< 20 minutes on 2 cores)
+    .venv/bin/python -m benchmarks.run_all --quick              # a smoke run on tiny sizes (numbers mean nothing)
+    .venv/bin/python -m benchmarks.run_all --only train_step,mfu
+    .venv/bin/python -m benchmarks.run_all --list
+
+from the repository's root (``benchmarks`` is a package: its modules import each other relatively).
 
 One progress line per item. Both files are rewritten after every item, each to a temporary name then renamed, so an
 interrupt leaves the previous complete file, never half of one; ``--only`` updates those items in an existing
@@ -26,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import THREADS, Skipped, cpu_seconds, machine, other_jobs_share
+
+from . import repro
+from .common import THREADS, Skipped, cpu_seconds, machine, other_jobs_share
 
 HERE = Path(__file__).resolve().parent
 README = HERE.parent / "README.md"
@@ -131,7 +135,7 @@ def load_previous(path: Path, quick: bool) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run_all", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes and few repetitions: a smoke run")
     ap.add_argument("--only", default=None, help=f"comma-separated items among: {', '.join(NAMES)}")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for bench.json and BENCH.md")
@@ -175,11 +179,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{k}/{len(selected)}] {name}: {what} ...", flush=True)
             t = time.perf_counter()
             try:
-                module = importlib.import_module(module_name)
+                module = importlib.import_module(f".{module_name}", __package__)
                 if repro_items and name == repro_items[0]:  # train every reproduction's runs at once, 2 at a time
-                    import repro
-
-                    needs = [r for n in repro_items for r in importlib.import_module(n).needs(args.quick)]
+                    needs = [r for n in repro_items
+                             for r in importlib.import_module(f".{n}", __package__).needs(args.quick)]
                     repro.ensure(needs, args.quick, log=lambda s: print(s, flush=True))
                 entry = {"status": "ok", **getattr(module, fn)(args.quick)}
             except Skipped as e:

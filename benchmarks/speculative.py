@@ -1,12 +1,12 @@
 """Speculative decoding with the MTP module on the shipped checkpoint: acceptance rate and wall-clock speed-up.
 
-The checkpoint ``checkpoints/mini/model.safetensors`` (``make train``) is loaded with ``dsv3_mini.train.load_model``.
-Prompts are windows of the validation split of ``builtin_dataset(seed=0)`` that start at a line start. For each
-prompt, plain greedy ``generate(..., temperature=0.0)`` and ``speculative_generate`` run once each, the one going
-first alternating between prompts (batch 1); their outputs must be identical. Acceptance = accepted drafts / drafted
-over all prompts; speed-up = total plain seconds / total speculative seconds (and the spread of per-prompt ratios).
-The costs of one plain step, one 2-token verify and one MTP draft are timed too: they bound the speed-up this model
-can get. The V3 report: 85–90% acceptance, about 1.8×.
+The checkpoint ``checkpoints/mini/model.safetensors`` (``make train``) is loaded with
+``dsv3_mini.checkpoint.load_model``. Prompts are windows of the validation split of ``builtin_dataset(seed=0)`` that
+start at a line start. For each prompt, plain greedy ``generate(..., temperature=0.0)`` and ``speculative_generate`` run
+once each, the one going first alternating between prompts (batch 1); their outputs must be identical. Acceptance =
+accepted drafts / drafted over all prompts; speed-up = total plain seconds / total speculative seconds (and the spread
+of per-prompt ratios). The costs of one plain step, one 2-token verify and one MTP draft are timed too: they bound the
+speed-up this model can get. The V3 report: 85–90% acceptance, about 1.8×.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from __future__ import annotations
 import time
 
 import torch
-from common import ROOT, THREADS, Skipped, interleave, row, summary
 
 from dsv3_mini import DeepSeekV3, preset, seed_everything
+from dsv3_mini.checkpoint import load_model
 from dsv3_mini.data import builtin_dataset
 from dsv3_mini.generate import generate, speculative_generate
 from dsv3_mini.kv_cache import KVCache
-from dsv3_mini.train import load_model
+
+from .common import ROOT, THREADS, Skipped, interleave, row, summary
 
 CHECKPOINT = ROOT / "checkpoints" / "mini" / "model.safetensors"
 

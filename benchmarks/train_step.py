@@ -13,13 +13,14 @@ per-expert loop, its default before ``grouped_mm``).
 from __future__ import annotations
 
 import torch
-from common import THREADS, fmt_spread, interleave, matmul_peak, paired_ratio, row, summary
-from flops import training_step_flops
 
 from dsv3_mini import DeepSeekV3, preset, seed_everything
 from dsv3_mini.data import builtin_dataset
+from dsv3_mini.flops import training_step_flops
 from dsv3_mini.interop import to_transformers
 from dsv3_mini.model import cross_entropy
+
+from .common import THREADS, fmt_spread, interleave, matmul_peak, paired_ratio, row, summary
 
 GOAL = 1.5
 

@@ -6,7 +6,7 @@ measured with a new value every time (a real recompute: γ reruns loss-free, α 
 and again cycling through two values (cache hits). The table row of a widget pools all its controls (for the
 balancing widget, the real recomputes only).
 
-    .venv/bin/python benchmarks/widget_latency.py [--repeats 10]    # prints the JSON of one run
+    .venv/bin/python -m benchmarks.widget_latency [--repeats 10]    # prints the JSON of one run
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ import statistics
 import time
 
 import numpy as np
-from common import percentile, row
+
+import widgets
+
+from .common import percentile, row
 
 CONTROLS = {
     "RouterLoadWidget": [("bias_strength", (0.05, 0.1)), ("token", (3, 4)), ("skew", (1.0, 2.0)),
@@ -51,8 +54,6 @@ def stats(times: list[float]) -> dict[str, float]:
 
 
 def measure_all(repeats: int, names: list[str] | None = None) -> dict:
-    import widgets
-
     out = {}
     for name in names or list(CONTROLS):
         t = time.perf_counter()

@@ -1,8 +1,16 @@
 """dsv3_mini: a small but real DeepSeek-V3 in pure PyTorch, for learning by building.
 
-Modules, one concept each: ``config`` (ModelConfig, presets), ``params`` (analytic parameter counts), ``rope``
-(RoPE + YaRN), ``attention`` (MLA naive/absorbed, MHA/GQA/MQA), ``kv_cache``, ``moe`` (DeepSeekMoE router and
-experts), ``model`` (DeepSeekV3), ``generate`` (cached decoding), ``interop`` (transformers conversion).
+One concept per module, in the order the imports run (each imports only modules above it):
+
+- the configuration and its arithmetic: ``config`` (ModelConfig, presets), ``params`` (analytic parameter counts),
+  ``flops`` (a training step's model FLOPs), ``utils`` (seeds and threads);
+- the parts: ``rope`` (RoPE + YaRN), ``kv_cache`` (the cache and its size), ``attention`` (MLA naive/absorbed,
+  MHA/GQA/MQA), ``moe`` (DeepSeekMoE router and experts), ``balancing`` (the bias rule, balance losses, MaxVio),
+  ``fp8`` (FP8 quantization and linear layers) and ``fp8_gemm`` (tensor-core accumulation);
+- the model: ``block`` (one transformer block), ``mtp`` (multi-token prediction), ``model`` (DeepSeekV3);
+- using it: ``generate`` (cached and speculative decoding), ``interop`` (transformers conversion), ``data`` (the
+  byte corpus), ``analysis`` (routing by domain), ``checkpoint`` (safetensors IO), ``interrupt`` (Ctrl-C between
+  steps), ``cli`` (flags from a dataclass) and ``train`` (the trainer).
 """
 
 from .config import ModelConfig, preset

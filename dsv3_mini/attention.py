@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from .config import ModelConfig
 from .kv_cache import KVCache
@@ -36,8 +37,9 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, **k
 
     When values are narrower than queries and keys (MLA: 32 vs 48 in "mini", 128 vs 192 in V3), they are padded with
     zeros to the key width and the padding is cut off the output: the result is the same, and PyTorch's fused
-    (flash) CPU kernel, which wants one head width for q, k and v, replaces the unfused softmax path — about 1.4×
-    faster forward + backward at the trainer's shapes (``make bench``).
+    (flash) CPU kernel, which wants one head width for q, k and v, replaces the unfused softmax path: faster forward
+    + backward at the trainer's shapes (1.4-1.7× in one-off measurements of this call alone; not a ``make bench``
+    item, which times whole steps).
     """
     q_len, k_len = q.shape[-2], k.shape[-2]
     d_v = v.shape[-1]
@@ -151,8 +153,6 @@ def decode_step_flops(layer: MLA, impl: str, cached: int) -> int:
     Counted by ``torch.utils.flop_counter`` on whatever device ``layer`` lives on; build the layer under
     ``torch.device("meta")`` to count a DeepSeek-V3-sized layer without allocating or computing anything.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     if impl not in ("naive", "absorbed"):
         raise ValueError(f"impl={impl!r} is not one of 'naive', 'absorbed'")
     cfg, device = layer.cfg, next(layer.parameters()).device

@@ -26,7 +26,7 @@ from .moe import Router
 POLICIES = BALANCE_POLICIES
 
 
-def update_bias(bias: torch.Tensor, tokens_per_expert: torch.Tensor, speed: float) -> torch.Tensor:
+def sign_update(bias: torch.Tensor, tokens_per_expert: torch.Tensor, speed: float) -> torch.Tensor:
     """The sign rule: returns a new bias (the argument is not modified). Exactly balanced experts stay put."""
     load = tokens_per_expert.float()
     return bias + speed * torch.sign(load.mean() - load)
@@ -90,6 +90,28 @@ def balance_loss(model: torch.nn.Module) -> torch.Tensor | None:
     return torch.stack(terms).sum() if terms else None
 
 
+def router_gradients(model: torch.nn.Module, tokens: torch.Tensor,
+                     targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Where the router's gradient comes from, for one batch: (∇ LM, ∇ balance, balance term).
+
+    The gradients on all router weights e_i (every MoE layer, flattened into one vector each) of the language-model
+    losses (main + MTP) and of the policy's balance term alone. The bias b_i is a buffer, so neither touches it.
+    Without a balance term (policy "none") the second vector is zeros and the third value None.
+    """
+    out = model(tokens, targets=targets)
+    gates = [moe.gate.weight for moe in model.moe_layers()]
+    if out.balance_loss is None:
+        lm = torch.autograd.grad(out.loss, gates)
+        return _flat(lm), torch.zeros_like(_flat(lm)), None
+    lm = torch.autograd.grad(out.loss - out.balance_loss, gates, retain_graph=True)
+    bal = torch.autograd.grad(out.balance_loss, gates)
+    return _flat(lm), _flat(bal), out.balance_loss.detach()
+
+
+def _flat(grads: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    return torch.cat([g.flatten() for g in grads])
+
+
 @torch.no_grad()
 def apply_bias_update(model: torch.nn.Module) -> list[float]:
     """Once per optimizer step: move every router's bias by the sign rule on the counts of that step.
@@ -103,7 +125,7 @@ def apply_bias_update(model: torch.nn.Module) -> list[float]:
         counts = moe.step_counts.clone()
         vios.append(max_violation(counts))
         if cfg.balance == "loss-free" and counts.sum() > 0:
-            moe.gate.bias.copy_(update_bias(moe.gate.bias, counts, cfg.bias_update_speed))
+            moe.gate.bias.copy_(sign_update(moe.gate.bias, counts, cfg.bias_update_speed))
         moe.step_counts.zero_()
     return vios
 
@@ -151,7 +173,7 @@ def simulate_balancing(cfg: ModelConfig, policy: str = "loss-free", steps: int =
     router, x0 = skewed_router(cfg, tokens, skew, seed)
     direction = x0.mean(0)
     g = torch.Generator().manual_seed(seed + 1)
-    rule = update_bias if update == "sign" else proportional_update
+    rule = sign_update if update == "sign" else proportional_update
     # every step's fresh tokens at once (the same numbers as drawing them step by step); with frozen router weights
     # ("loss-free", "none") their affinities too, so each step only runs the router's selection with the current bias
     xs = torch.randn(steps, tokens, cfg.hidden_size, generator=g) + direction

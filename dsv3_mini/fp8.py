@@ -1,27 +1,26 @@
 """FP8 training, simulated on the CPU (DeepSeek-V3 technical report, Section 3.3).
 
-DeepSeek-V3 runs its big linear layers (attention projections, FFN and expert
-matrices) in FP8 and keeps the sensitive parts (embedding, output head, MoE
-gates, norms, the attention softmax/score core) in BF16/FP32.  Three ideas from
-Section 3.3 make FP8 work, and this module implements each one in plain PyTorch:
+DeepSeek-V3 runs its big linear layers (attention projections, FFN and expert matrices) in FP8 and keeps the sensitive
+parts (embedding, output head, MoE gates, norms, the attention softmax/score core) in BF16/FP32.  This module is the
+training path: how a tensor becomes FP8, and how a linear layer trains on FP8 values.  Three steps, each in plain
+PyTorch:
 
-1. **One format, E4M3, everywhere** (Section 3.3.2, "Mixed precision").  It has
-   3 mantissa bits and a max of 448; E5M2 is the wider (57,344) but coarser
-   (2 mantissa bits) alternative.  ``torch.float8_e4m3fn`` / ``torch.float8_e5m2``
-   do real FP8 rounding on the CPU, so every ``quantize`` here is a real cast.
-2. **Fine-grained scaling** (Section 3.3.2, Figure 7a).  Activations get one
-   scale per 1x128 tile (one token, 128 channels); weights one per 128x128
-   block.  ``scale = amax / fmt_max`` and ``q = cast(x / scale)``, so an outlier
-   only costs precision inside its own tile.
-3. **Promotion to FP32 accumulation** (Section 3.3.2, Figure 7b).  H800 tensor
-   cores keep only about 14 bits while accumulating an FP8 GEMM; V3 copies the
-   partial sum into an FP32 register every N_C = 128 elements of K.
-   :func:`fp8_matmul` emulates both the limited accumulator and the promotion.
+1. **One format, E4M3, everywhere** (Section 3.3.2, "Mantissa over Exponents").  It has 3 mantissa bits and a max of
+   448; E5M2 is the wider (57,344) but coarser (2 mantissa bits) alternative.  ``torch.float8_e4m3fn`` /
+   ``torch.float8_e5m2`` do real FP8 rounding on the CPU, so every ``quantize`` here is a real cast. Round-to-nearest
+   loses at most half an ulp, 2^-(m+1) of a normal value (:func:`rounding_limit`: 6.25% for E4M3).
+2. **Fine-grained scaling** (Section 3.3.2, Figure 7a).  Activations get one scale per :data:`ACTIVATION_TILE` (1x128:
+   one token, 128 channels); weights one per :data:`WEIGHT_BLOCK` (128x128).  ``scale = amax / fmt_max`` and ``q =
+   cast(x / scale)``, so an outlier only costs precision inside its own tile.
+3. **FP8 linear layers with FP32 master weights** (Section 3.3.1).  The forward GEMM sees fake-quantised operands
+   (:func:`fp8_linear`, :class:`FP8Linear`); gradients pass straight through the rounding; :func:`apply_fp8` switches a
+   model's linear layers, the ones the report runs in FP8, to it.
 
-Shapes.  ``quantize`` works on a 2-D tensor ``(rows, cols)``.  A 1-D tensor is
-treated as one row ``(1, cols)``; a tensor with more dims has its leading dims
-flattened into rows, ``(prod(shape[:-1]), shape[-1])``, exactly like the tokens
-fed to a Linear layer.  The returned ``q`` always has the input's shape.
+The GEMM itself, and why V3 promotes its partial sums to FP32 every N_C = 128 elements, is ``dsv3_mini.fp8_gemm``.
+
+Shapes.  ``quantize`` works on a 2-D tensor ``(rows, cols)``.  A 1-D tensor is treated as one row ``(1, cols)``; a
+tensor with more dims has its leading dims flattened into rows, ``(prod(shape[:-1]), shape[-1])``, exactly like the
+tokens fed to a Linear layer.  The returned ``q`` always has the input's shape.
 
 Block names (the ``block`` argument), for an input viewed as ``(rows, cols)``:
 
@@ -30,8 +29,8 @@ name       tuple               used for
 =========  ==================  ======================================
 "tensor"   (rows, cols)        per-tensor scaling (also ``block=None``)
 "row"      (1, cols)           per-token scaling
-"tile"     (1, 128)            V3 activations
-"block"    (128, 128)          V3 weights
+"tile"     (1, 128)            V3 activations (``ACTIVATION_TILE``)
+"block"    (128, 128)          V3 weights (``WEIGHT_BLOCK``)
 =========  ==================  ======================================
 """
 
@@ -45,43 +44,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = [
-    "BLOCK_NAMES",
-    "FORMATS",
-    "FP8Format",
-    "FP8Linear",
-    "apply_fp8",
-    "cast_unscaled",
-    "dequantize",
-    "elementwise_relative_error",
-    "fake_quantize",
-    "fake_quantize_ste",
-    "fp8_linear",
-    "fp8_matmul",
-    "get_format",
-    "limited_accumulate_matmul",
-    "quantize",
-    "relative_error",
-    "resolve_block",
-    "round_mantissa",
-    "scale_grid_shape",
-    "snr_db",
-    "tile_error_map",
-]
+from .moe import MoE, Router
+
+__all__ = ["ACTIVATION_TILE", "BLOCK_NAMES", "FORMATS", "FP8Format", "FP8Linear", "WEIGHT_BLOCK", "apply_fp8",
+           "cast_unscaled", "dequantize", "elementwise_relative_error", "fake_quantize", "fake_quantize_ste",
+           "fp8_linear", "get_format", "quantize", "relative_error", "resolve_block", "rounding_limit",
+           "scale_grid_shape", "snr_db", "tile_error_map"]
+
+ACTIVATION_TILE = (1, 128)  # one scale per token and 128 channels (Figure 7a)
+WEIGHT_BLOCK = (128, 128)  # one scale per 128 output x 128 input channels (Figure 7a)
 
 
-# ---------------------------------------------------------------------------
-# Formats
-# ---------------------------------------------------------------------------
+# --- Formats ----------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class FP8Format:
     """One 8-bit float format.
 
-    ``max`` is the largest finite value, ``mantissa_bits`` the number of stored
-    (explicit) mantissa bits, ``min_normal_exponent`` the exponent of the
-    smallest normal number (2**-6 for E4M3, 2**-14 for E5M2).
+    ``max`` is the largest finite value, ``mantissa_bits`` the number of stored (explicit) mantissa bits,
+    ``min_normal_exponent`` the exponent of the smallest normal number (2**-6 for E4M3, 2**-14 for E5M2).
     """
 
     name: str
@@ -102,9 +84,7 @@ FORMATS: dict[str, FP8Format] = {
 }
 
 BLOCK_NAMES = ("tensor", "row", "tile", "block")
-_NAMED_BLOCKS = {"tile": (1, 128), "block": (128, 128)}
-_ACCUMULATORS = ("fp32", "limited")
-_ROUNDINGS = ("nearest", "truncate")
+_NAMED_BLOCKS = {"tile": ACTIVATION_TILE, "block": WEIGHT_BLOCK}
 
 
 def _allowed(values) -> str:
@@ -120,9 +100,16 @@ def get_format(fmt: str | FP8Format) -> FP8Format:
     return FORMATS[fmt]
 
 
-# ---------------------------------------------------------------------------
-# Blocks: how a 2-D tensor is cut into tiles that share one scale
-# ---------------------------------------------------------------------------
+def rounding_limit(fmt: str | FP8Format) -> float:
+    """Largest relative error of round-to-nearest on a normal FP8 number: half an ulp, 2^-(mantissa bits + 1).
+
+    6.25% for E4M3, 12.5% for E5M2.  An element above it lost more than FP8 rounding: it fell into the subnormal range
+    or was flushed to zero because its scale is set by a much larger value.
+    """
+    return 2.0 ** -(get_format(fmt).mantissa_bits + 1)
+
+
+# --- Blocks: how a 2-D tensor is cut into tiles that share one scale --------------------------------------------------
 
 
 def _as_rows(x: torch.Tensor) -> torch.Tensor:
@@ -135,9 +122,8 @@ def _as_rows(x: torch.Tensor) -> torch.Tensor:
 def resolve_block(block, shape: tuple[int, int]) -> tuple[int, int]:
     """Turn a ``block`` argument into ``(block_rows, block_cols)`` for a 2-D ``shape``.
 
-    Accepts ``None``/"tensor", "row", "tile", "block" or a pair of positive ints.
-    Block sizes larger than the tensor are clipped to it (the scale grid is the
-    same, and we avoid padding a 1x10 tensor to 128x128).
+    Accepts ``None``/"tensor", "row", "tile", "block" or a pair of positive ints. Block sizes larger than the tensor are
+    clipped to it (the scale grid is the same, and we avoid padding a 1x10 tensor to 128x128).
     """
     rows, cols = shape
     if block is None or block == "tensor":
@@ -163,7 +149,7 @@ def resolve_block(block, shape: tuple[int, int]) -> tuple[int, int]:
     return max(min(br, rows), 1), max(min(bc, cols), 1)
 
 
-def scale_grid_shape(shape: tuple[int, ...], block=(1, 128)) -> tuple[int, int]:
+def scale_grid_shape(shape: tuple[int, ...], block=ACTIVATION_TILE) -> tuple[int, int]:
     """Shape of the scale tensor for an input of ``shape``: (ceil(rows/br), ceil(cols/bc))."""
     rows = math.prod(shape[:-1]) if len(shape) > 1 else 1
     cols = shape[-1]
@@ -188,23 +174,20 @@ def _from_tiles(tiles: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     return tiles.reshape(gr * br, gc * bc)[:rows, :cols]
 
 
-# ---------------------------------------------------------------------------
-# Quantise / dequantise
-# ---------------------------------------------------------------------------
+# --- Quantise / dequantise --------------------------------------------------------------------------------------------
 
 
 def cast_unscaled(x: torch.Tensor, fmt: str = "e4m3") -> torch.Tensor:
     """Round x to FP8 *without* any scaling and return it as float32.
 
-    Values beyond the format's max saturate to +-max (E4M3 has no infinity), so
-    ``cast_unscaled(1000.0, "e4m3") == 448`` while E5M2 gives 1024.  This is the
-    "why do we need a scale at all" demo; :func:`quantize` never overflows.
+    Values beyond the format's max saturate to +-max (E4M3 has no infinity), so ``cast_unscaled(1000.0, "e4m3") == 448``
+    while E5M2 gives 1024.  This is the "why do we need a scale at all" demo; :func:`quantize` never overflows.
     """
     f = get_format(fmt)
     return x.float().clamp(-f.max, f.max).to(f.dtype).float()
 
 
-def quantize(x: torch.Tensor, block=(1, 128), fmt: str = "e4m3") -> tuple[torch.Tensor, torch.Tensor]:
+def quantize(x: torch.Tensor, block=ACTIVATION_TILE, fmt: str = "e4m3") -> tuple[torch.Tensor, torch.Tensor]:
     """Fine-grained FP8 quantisation (report Section 3.3.2, Figure 7a).
 
     Args:
@@ -214,8 +197,8 @@ def quantize(x: torch.Tensor, block=(1, 128), fmt: str = "e4m3") -> tuple[torch.
 
     Returns:
         ``q``: a real ``float8`` tensor with x's shape.
-        ``scale``: float32 ``(ceil(rows/br), ceil(cols/bc))`` with ``scale = amax / fmt_max``
-        per block, so that ``x ~= q * scale``.  An all-zero block has scale 0 and q 0.
+        ``scale``: float32 ``(ceil(rows/br), ceil(cols/bc))`` with ``scale = amax / fmt_max`` per block, so that ``x ~=
+        q * scale``.  An all-zero block has scale 0 and q 0.
     """
     f = get_format(fmt)
     if not x.is_floating_point():
@@ -236,11 +219,11 @@ def quantize(x: torch.Tensor, block=(1, 128), fmt: str = "e4m3") -> tuple[torch.
     return q.reshape(x.shape), scale
 
 
-def dequantize(q: torch.Tensor, scale: torch.Tensor, block=(1, 128)) -> torch.Tensor:
+def dequantize(q: torch.Tensor, scale: torch.Tensor, block=ACTIVATION_TILE) -> torch.Tensor:
     """Undo :func:`quantize`: float32 ``q * scale`` with q's shape.
 
-    ``block`` must be the one used for quantising (it cannot be inferred from
-    ``scale`` alone); a mismatching ``scale`` shape raises ValueError.
+    ``block`` must be the one used for quantising (it cannot be inferred from ``scale`` alone); a mismatching ``scale``
+    shape raises ValueError.
     """
     q2d = _as_rows(q).float()
     rows, cols = q2d.shape
@@ -255,148 +238,20 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor, block=(1, 128)) -> torch.Te
     return _from_tiles(out, rows, cols).reshape(q.shape)
 
 
-def fake_quantize(x: torch.Tensor, block=(1, 128), fmt: str = "e4m3") -> torch.Tensor:
+def fake_quantize(x: torch.Tensor, block=ACTIVATION_TILE, fmt: str = "e4m3") -> torch.Tensor:
     """``dequantize(quantize(x))`` returned in x's dtype: x with FP8 rounding error baked in."""
     q, scale = quantize(x, block, fmt)
     return dequantize(q, scale, block).to(x.dtype)
 
 
-# ---------------------------------------------------------------------------
-# Limited-precision accumulation and the FP8 GEMM
-# ---------------------------------------------------------------------------
-
-
-def round_mantissa(x: torch.Tensor, bits: int, rounding: str = "nearest") -> torch.Tensor:
-    """Round float32 ``x`` to ``bits`` explicit mantissa bits (0..23), keeping the fp32 exponent.
-
-    ``rounding="nearest"`` is round-to-nearest-even; ``"truncate"`` rounds toward
-    zero (drops the low bits), which is what an accumulator that aligns and
-    shifts out low bits does.  inf/NaN pass through unchanged.
-
-    Works on the bit pattern: a float32 has 23 mantissa bits, we clear the low
-    ``23 - bits`` of them (after adding half an ulp for round-to-nearest).
-    """
-    if not 0 <= bits <= 23:
-        raise ValueError(f"bits={bits!r} must be an int in 0..23")
-    if rounding not in _ROUNDINGS:
-        raise ValueError(f"rounding={rounding!r} is not one of {_allowed(_ROUNDINGS)}")
-    x = x.float()
-    drop = 23 - bits
-    if drop == 0:
-        return x.clone()
-    i = x.contiguous().view(torch.int32)
-    if rounding == "nearest":
-        # Add 0111..1 plus the lowest kept bit: ties go to the even neighbour.
-        # A carry out of the mantissa correctly bumps the exponent.
-        lowest_kept = (i >> drop) & 1
-        i = i + ((1 << (drop - 1)) - 1) + lowest_kept
-    i = i & ~((1 << drop) - 1)
-    out = i.view(torch.float32)
-    return torch.where(torch.isfinite(x), out, x)
-
-
-def _check_promote(promote_every, chunk: int) -> None:
-    if chunk <= 0:
-        raise ValueError(f"chunk={chunk!r} must be a positive int")
-    if promote_every is not None and (promote_every <= 0 or promote_every % chunk != 0):
-        raise ValueError(f"promote_every={promote_every!r} must be None or a positive multiple of chunk={chunk}")
-
-
-def limited_accumulate_matmul(
-    a: torch.Tensor,
-    w: torch.Tensor,
-    *,
-    bits: int = 14,
-    promote_every: int | None = 128,
-    chunk: int = 4,
-    rounding: str = "truncate",
-) -> torch.Tensor:
-    """``a @ w.T`` with a tensor-core-like accumulator of ``bits`` mantissa bits.
-
-    a: (M, K), w: (N, K) -> (M, N) float32.
-
-    K is walked in chunks of ``chunk`` elements.  Each chunk's small dot product
-    is computed exactly enough (in fp32) and added to the running partial sum,
-    which is then rounded to ``bits`` mantissa bits: one rounding per chunk, not
-    per element, so the loop runs K/chunk times instead of K.
-
-    ``promote_every=None``: the whole K reduction stays in the limited
-    accumulator, so its rounding error grows with K.  ``promote_every=128``
-    (V3's N_C): every 128 elements the partial sum is added to an FP32
-    accumulator and reset, so the limited accumulator never sees a long sum.
-    """
-    _check_promote(promote_every, chunk)
-    a, w = a.float(), w.float()
-    m, k = a.shape
-    n = w.shape[0]
-    fp32_acc = torch.zeros(m, n)
-    partial = torch.zeros(m, n)
-    for start in range(0, k, chunk):
-        stop = min(start + chunk, k)
-        partial = round_mantissa(partial + a[:, start:stop] @ w[:, start:stop].T, bits, rounding)
-        if promote_every is not None and stop % promote_every == 0:
-            fp32_acc += partial  # promotion: a full-precision add on the CUDA cores
-            partial = torch.zeros(m, n)
-    return fp32_acc + partial
-
-
-def fp8_matmul(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    *,
-    act_block=(1, 128),
-    weight_block=(128, 128),
-    fmt: str = "e4m3",
-    accumulator: str = "fp32",
-    promote_every: int | None = 128,
-    accumulator_bits: int = 14,
-    chunk: int = 4,
-    rounding: str = "truncate",
-) -> torch.Tensor:
-    """Simulated FP8 GEMM in the layout of ``nn.Linear``: returns ``a @ b.T``.
-
-    Args:
-        a: activations (M, K), quantised per ``act_block`` (1x128 tiles).
-        b: weight (N, K) exactly as ``nn.Linear.weight`` stores it, quantised per
-           ``weight_block`` (128x128 blocks).  Output is (M, N) float32.
-        accumulator: "fp32" = exact product of the dequantised operands in fp32;
-           "limited" = the H800 tensor-core accumulator (Section 3.3.2,
-           "Increasing Accumulation Precision"): ``accumulator_bits`` mantissa
-           bits, see :func:`limited_accumulate_matmul` for ``promote_every``,
-           ``chunk`` and ``rounding``.  ``promote_every`` is ignored for "fp32".
-
-    Scales are folded into the operands before accumulating.  V3 instead
-    multiplies them in at promotion time; within one N_C=128 interval both
-    scales are constant, so the two orders differ only by fp32 rounding, and
-    the relative error of a floating-point accumulator does not depend on scale.
-
-    Default ``rounding="truncate"`` (bits shifted out are dropped) gives a biased
-    error that grows about linearly with K, reproducing the report's ~2% at
-    K=4096; ``"nearest"`` gives a much smaller, random-walk error.
-    """
-    if accumulator not in _ACCUMULATORS:
-        raise ValueError(f"accumulator={accumulator!r} is not one of {_allowed(_ACCUMULATORS)}")
-    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"need a (M, K) and b (N, K) with the same K, got {tuple(a.shape)} and {tuple(b.shape)}")
-    a_hat = dequantize(*quantize(a, act_block, fmt), act_block)
-    b_hat = dequantize(*quantize(b, weight_block, fmt), weight_block)
-    if accumulator == "fp32":
-        return a_hat @ b_hat.T
-    return limited_accumulate_matmul(
-        a_hat, b_hat, bits=accumulator_bits, promote_every=promote_every, chunk=chunk, rounding=rounding
-    )
-
-
-# ---------------------------------------------------------------------------
-# FP8 Linear layer (fake quantisation + straight-through gradients)
-# ---------------------------------------------------------------------------
+# --- FP8 Linear layer (fake quantisation + straight-through gradients) ------------------------------------------------
 
 
 class _FakeQuantSTE(torch.autograd.Function):
     """Forward: fake-quantise.  Backward: pass the gradient straight through.
 
-    Rounding has zero gradient almost everywhere, so training would stall; the
-    straight-through estimator pretends the quantiser is the identity.
+    Rounding has zero gradient almost everywhere, so training would stall; the straight-through estimator pretends the
+    quantiser is the identity.
     """
 
     @staticmethod
@@ -408,28 +263,19 @@ class _FakeQuantSTE(torch.autograd.Function):
         return grad, None, None
 
 
-def fake_quantize_ste(x: torch.Tensor, block=(1, 128), fmt: str = "e4m3") -> torch.Tensor:
+def fake_quantize_ste(x: torch.Tensor, block=ACTIVATION_TILE, fmt: str = "e4m3") -> torch.Tensor:
     """:func:`fake_quantize` with a straight-through (identity) gradient."""
     return _FakeQuantSTE.apply(x, block, fmt)
 
 
-def fp8_linear(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    *,
-    fmt: str = "e4m3",
-    act_block=(1, 128),
-    weight_block=(128, 128),
-) -> torch.Tensor:
+def fp8_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, fmt: str = "e4m3",
+               act_block=ACTIVATION_TILE, weight_block=WEIGHT_BLOCK) -> torch.Tensor:
     """``F.linear`` with FP8 fake-quantised inputs: x (..., in), weight (out, in) -> (..., out).
 
-    Activations are quantised per 1x128 tile (per token; leading dims of x are
-    tokens), the weight per 128x128 block, then the product runs in x's dtype.
-    Bias stays in high precision.  Gradients are straight-through: dL/dx equals
-    the gradient of a plain linear layer whose weight is the fake-quantised
-    weight, and dL/dW equals that of a plain linear layer fed the fake-quantised
-    input.  (V3 also runs the backward GEMMs in FP8; we do not quantise gradients.)
+    Activations are quantised per 1x128 tile (per token; leading dims of x are tokens), the weight per 128x128 block,
+    then the product runs in x's dtype. Bias stays in high precision.  Gradients are straight-through: dL/dx equals the
+    gradient of a plain linear layer whose weight is the fake-quantised weight, and dL/dW equals that of a plain linear
+    layer fed the fake-quantised input.  (V3 also runs the backward GEMMs in FP8; we do not quantise gradients.)
     """
     x_q = fake_quantize_ste(x, act_block, fmt)
     w_q = fake_quantize_ste(weight, weight_block, fmt)
@@ -439,22 +285,11 @@ def fp8_linear(
 class FP8Linear(nn.Linear):
     """Drop-in ``nn.Linear`` whose forward is :func:`fp8_linear`.
 
-    Parameters stay in full precision (V3 keeps FP32 master weights); only the
-    forward GEMM sees FP8-rounded values.
+    Parameters stay in full precision (V3 keeps FP32 master weights); only the forward GEMM sees FP8-rounded values.
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        bias: bool = True,
-        *,
-        fmt: str = "e4m3",
-        act_block=(1, 128),
-        weight_block=(128, 128),
-        device=None,
-        dtype=None,
-    ) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, fmt: str = "e4m3",
+                 act_block=ACTIVATION_TILE, weight_block=WEIGHT_BLOCK, device=None, dtype=None) -> None:
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         get_format(fmt)  # fail early on a bad name
         resolve_block(act_block, (1, in_features))
@@ -467,9 +302,8 @@ class FP8Linear(nn.Linear):
     def from_linear(cls, linear: nn.Linear, **kwargs) -> FP8Linear:
         """Build an FP8Linear with a *copy* of ``linear``'s weight and bias (kwargs: fmt, blocks)."""
         w = linear.weight
-        new = cls(
-            linear.in_features, linear.out_features, linear.bias is not None, device=w.device, dtype=w.dtype, **kwargs
-        )
+        new = cls(linear.in_features, linear.out_features, linear.bias is not None, device=w.device, dtype=w.dtype,
+                  **kwargs)
         with torch.no_grad():
             new.weight.copy_(w)
             if linear.bias is not None:
@@ -485,9 +319,7 @@ class FP8Linear(nn.Linear):
         return f"{super().extra_repr()}, fmt={self.fmt!r}"
 
 
-# ---------------------------------------------------------------------------
-# Error metrics (for widgets and tests)
-# ---------------------------------------------------------------------------
+# --- Error metrics (for widgets and tests) ----------------------------------------------------------------------------
 
 
 def relative_error(x: torch.Tensor, x_hat: torch.Tensor) -> float:
@@ -517,14 +349,13 @@ def elementwise_relative_error(x: torch.Tensor, x_hat: torch.Tensor, eps: float 
     return (x - x_hat).abs() / x.abs().clamp_min(eps)
 
 
-def tile_error_map(x: torch.Tensor, block=(1, 128), fmt: str = "e4m3") -> torch.Tensor:
+def tile_error_map(x: torch.Tensor, block=ACTIVATION_TILE, fmt: str = "e4m3") -> torch.Tensor:
     """Per-tile relative round-trip error, float32 of the scale grid's shape.
 
-    Entry (i, j) is ``||x_t - x_hat_t|| / ||x_t||`` for tile (i, j) (0 for an
-    all-zero tile). Beware with outliers: the norm of an outlier's tile is the
-    outlier's own, and the outlier is stored almost exactly (it sets the scale),
-    so that tile looks *good* although its other values lost most of their
-    precision; ``elementwise_relative_error`` shows the damage element by element.
+    Entry (i, j) is ``||x_t - x_hat_t|| / ||x_t||`` for tile (i, j) (0 for an all-zero tile). Beware with outliers: the
+    norm of an outlier's tile is the outlier's own, and the outlier is stored almost exactly (it sets the scale), so
+    that tile looks *good* although its other values lost most of their precision; ``elementwise_relative_error`` shows
+    the damage element by element.
     """
     x2d = _as_rows(x).float()
     x_hat = fake_quantize(x2d, block, fmt).float()
@@ -535,22 +366,18 @@ def tile_error_map(x: torch.Tensor, block=(1, 128), fmt: str = "e4m3") -> torch.
     return torch.where(norm > 0, err / safe, torch.zeros_like(err)).float()
 
 
-# ---------------------------------------------------------------------------
-# The model switch: FP8 where the report uses it, full precision elsewhere
-# ---------------------------------------------------------------------------
+# --- The model switch: FP8 where the report uses it, full precision elsewhere -----------------------------------------
 
 
-def apply_fp8(model: nn.Module, fmt: str = "e4m3", act_block=(1, 128), weight_block=(128, 128)) -> list[str]:
+def apply_fp8(model: nn.Module, fmt: str = "e4m3", act_block=ACTIVATION_TILE, weight_block=WEIGHT_BLOCK) -> list[str]:
     """Run the model's linear layers in simulated FP8, in place; returns the names of what now runs in FP8.
 
-    FP8 (as in V3, Section 3.3.1): attention projections, dense FFNs, shared and routed experts, MTP projections.
-    Kept in full precision (as in V3): embedding, output head, MoE gates, norms, the attention core. ``wkv_b``
-    (W_UK, W_UV) is applied inside our attention core by einsum (expanding keys and values, or absorbed into queries
-    and outputs), not as a linear layer, so it also stays in full precision here. Parameters are shared, not copied,
-    so an optimizer made earlier keeps working.
+    FP8 (as in V3, Section 3.3.1): attention projections, dense FFNs, shared and routed experts, MTP projections. Kept
+    in full precision (as in V3): embedding, output head, MoE gates, norms, the attention core. ``wkv_b`` (W_UK, W_UV)
+    is applied inside our attention core by einsum (expanding keys and values, or absorbed into queries and outputs),
+    not as a linear layer, so it also stays in full precision here. Parameters are shared, not copied, so an optimizer
+    made earlier keeps working.
     """
-    from .moe import MoE, Router
-
     get_format(fmt)
     converted = []
     for name, module in list(model.named_modules()):

@@ -6,11 +6,14 @@ Per token and per layer a cache holds (DeepSeek-V2 report, Table 1):
 - GQA: 2·n_g·d_h (one key/value per group of query heads),
 - MQA: 2·d_h (one key/value for all heads),
 - MLA: d_c + d_R (the compressed latent c_KV and the shared RoPE key k_R) — 512 + 64 = 576 in DeepSeek-V3.
+
+``formula_and_measured_bytes`` runs a model into a fresh cache and puts the two side by side.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from .config import ModelConfig
 
@@ -40,6 +43,20 @@ def naive_mla_bytes_per_token(cfg: ModelConfig, dtype_bytes: int = 2) -> int:
 def cache_bytes(cfg: ModelConfig, tokens: int, batch: int = 1, dtype_bytes: int = 2) -> int:
     """Total cache bytes for ``batch`` sequences of ``tokens`` tokens."""
     return batch * tokens * bytes_per_token(cfg, dtype_bytes)
+
+
+def formula_and_measured_bytes(model: nn.Module, tokens: torch.Tensor) -> tuple[int, int]:
+    """(formula, measured) cache bytes after ``model`` reads ``tokens`` (batch, seq) into a fresh cache.
+
+    formula = batch × seq × ``bytes_per_token(model.cfg)`` at the element size of the model's parameters; measured =
+    ``KVCache.nbytes()`` of ``model.new_cache()`` after one forward pass without gradients. Equal for every attention
+    kind: the formula counts exactly what the attention layers keep.
+    """
+    cache = model.new_cache()
+    with torch.no_grad():
+        model(tokens, cache=cache)
+    dtype_bytes = next(model.parameters()).element_size()
+    return tokens.numel() * bytes_per_token(model.cfg, dtype_bytes), cache.nbytes()
 
 
 class KVCache:

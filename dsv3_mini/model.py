@@ -1,7 +1,8 @@
 """The DeepSeek-V3 model: embedding, ``first_k_dense_replace`` dense blocks, MoE blocks, final norm, output head.
 
-Each block is pre-norm: x = x + Attention(RMSNorm(x)); x = x + FFN(RMSNorm(x)), where FFN is a SwiGLU in the first
-``first_k_dense_replace`` blocks and DeepSeekMoE after them (V3 report §2.1; 3 dense + 58 MoE blocks in V3).
+The blocks (``block.Block``) are pre-norm: x = x + Attention(RMSNorm(x)); x = x + FFN(RMSNorm(x)), where FFN is a
+SwiGLU in the first ``first_k_dense_replace`` blocks and DeepSeekMoE after them (V3 report §2.1; 3 dense + 58 MoE
+blocks in V3). The MTP modules (``mtp.py``) reuse the same block and share the embedding and the head.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import make_attention
 from .balancing import balance_loss
+from .block import Block
 from .config import ModelConfig
 from .kv_cache import KVCache
-from .moe import MoE, SwiGLU
+from .moe import MoE
 from .mtp import MTPModule
 from .rope import RotaryEmbedding
 
@@ -42,22 +43,6 @@ class ModelOutput:
     balance_loss: torch.Tensor | None = None
 
 
-class Block(nn.Module):
-    """One transformer block: (batch, seq, hidden) -> (batch, seq, hidden)."""
-
-    def __init__(self, cfg: ModelConfig, moe: bool):
-        super().__init__()
-        self.attn_norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
-        self.attn = make_attention(cfg)
-        self.ffn_norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
-        self.ffn = MoE(cfg) if moe else SwiGLU(cfg.hidden_size, cfg.intermediate_size)
-
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, cache, layer)
-        return x + self.ffn(self.ffn_norm(x))
-
-
 class DeepSeekV3(nn.Module):
     """A DeepSeek-V3-shaped language model built from a ``ModelConfig``.
 
@@ -77,7 +62,7 @@ class DeepSeekV3(nn.Module):
         self.norm = nn.RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.mtp = nn.ModuleList(MTPModule(cfg) for _ in range(cfg.num_nextn_predict_layers))
-        self.rope = RotaryEmbedding(cfg.qk_rope_head_dim if cfg.attention == "mla" else cfg.std_head_dim, cfg)
+        self.rope = RotaryEmbedding.for_model(cfg)
         self.reset_parameters()
 
     @torch.no_grad()

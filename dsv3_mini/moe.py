@@ -71,16 +71,21 @@ class Router(nn.Module):
         _init_normal(cfg, self.weight)
 
     def forward(self, x: torch.Tensor) -> Routing:
-        """x: (T, hidden) -> Routing. Scores are computed in fp32 whatever the input dtype (as V3 keeps gates)."""
-        return self.select(self.affinities(x))
+        """x: (..., hidden), e.g. (T, hidden) or (batch, seq, hidden) -> Routing over its T tokens, whose
+        ``tokens_shape`` is ``x.shape[:-1]``. Scores are computed in fp32 whatever the input dtype (as V3 keeps
+        gates)."""
+        return self.select(self.affinities(x.reshape(-1, x.shape[-1])), tokens_shape=tuple(x.shape[:-1]))
 
     def affinities(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., hidden) -> the affinities s (..., E): sigmoid (or softmax) of u · e_i, in fp32."""
         logits = F.linear(x.float(), self.weight.float())
         return logits.sigmoid() if self.cfg.scoring_func == "sigmoid" else logits.softmax(dim=-1)
 
-    def select(self, scores: torch.Tensor) -> Routing:
-        """Affinities (T, E) -> Routing: group-limited top-k of s + b with the current bias, gating weights from s."""
+    def select(self, scores: torch.Tensor, tokens_shape: tuple[int, ...] | None = None) -> Routing:
+        """Affinities (T, E) -> Routing: group-limited top-k of s + b with the current bias, gating weights from s.
+
+        ``tokens_shape`` is the shape the T tokens came in (default ``(T,)``).
+        """
         cfg = self.cfg
         choice = scores.detach() + self.bias  # selection uses s + b; weights below use s alone
         if cfg.n_group > 1:
@@ -96,7 +101,7 @@ class Router(nn.Module):
         weights = weights * cfg.routed_scaling_factor
         counts = torch.bincount(indices.flatten(), minlength=cfg.n_routed_experts)
         return Routing(scores=scores, weights=weights, indices=indices, counts=counts,
-                       tokens_shape=(scores.shape[0],))
+                       tokens_shape=tokens_shape or (scores.shape[0],))
 
 
 class MoE(nn.Module):
@@ -127,8 +132,7 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
-        routing = self.gate(flat)
-        routing.tokens_shape = tuple(shape[:-1])
+        routing = self.gate(x)
         self.last_routing = routing
         if self.training:
             self.step_counts += routing.counts

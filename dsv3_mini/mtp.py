@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .block import Block
 from .config import ModelConfig
 from .kv_cache import KVCache
 
@@ -28,8 +29,6 @@ class MTPModule(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        from .model import Block  # the same block class as the main model
-
         d = cfg.hidden_size
         self.hnorm = nn.RMSNorm(d, eps=cfg.rms_norm_eps)
         self.enorm = nn.RMSNorm(d, eps=cfg.rms_norm_eps)

@@ -68,6 +68,12 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", freqs.cos() * amplitude, persistent=False)
         self.register_buffer("sin", freqs.sin() * amplitude, persistent=False)
 
+    @classmethod
+    def for_model(cls, cfg: ModelConfig) -> RotaryEmbedding:
+        """The tables a model of ``cfg`` rotates with: MLA rotates only its decoupled ``qk_rope_head_dim`` part of
+        each query and the shared key k_R; MHA / GQA / MQA rotate whole heads of ``std_head_dim``."""
+        return cls(cfg.qk_rope_head_dim if cfg.attention == "mla" else cfg.std_head_dim, cfg)
+
     def forward(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin for positions ``start .. start+length-1``, each ``(length, dim // 2)``."""
         if start + length > self.max_positions:

@@ -3,16 +3,13 @@ optional FP8 simulation, periodic validation, JSON-lines metrics and atomic safe
 
 From a notebook: ``result = train(TrainConfig(preset="tiny", steps=50))`` returns the model and the history;
 an interrupt (Kernel → Interrupt) stops after the current step, saves a checkpoint and returns normally.
-From a shell: ``python -m dsv3_mini.train --preset mini --steps 1200 --out checkpoints/mini`` (``make train``).
+From a shell, ``make train`` is ``python -m dsv3_mini.train --preset mini --steps 900 --batch-size 12 --seq-len 256
+--eval-every 100 --threads 2 --out checkpoints/mini``.
 
-Files in ``--out``:
-- ``checkpoint.safetensors``: model, optimizer moments and RNG state as tensors; the run's config, step and
-  optimizer step as JSON in the file's metadata (one file, written to a temporary name and renamed: an interrupt
-  never leaves a broken checkpoint). ``checkpoint.json`` repeats that JSON for people to read.
-- ``metrics.jsonl``: one JSON object per log line (``split`` "train" or "val").
-- ``model.safetensors`` + ``summary.json`` at the end: the weights alone in bfloat16 (small enough to ship) and the
-  validation loss of exactly those weights.
-No pickle anywhere: only safetensors and JSON are read back.
+One optimizer step is ``train_step``; ``train`` is the loop around it (batches, logging, validation, checkpoints).
+The command line is generated from ``TrainConfig``: one flag per field (``--batch-size`` for ``batch_size``), with
+the field's type, default and help (``--help`` lists them), plus ``--resume`` and ``--no-progress``. The files a run
+writes to ``--out`` (checkpoint, metrics, exported model, summary) are described in ``dsv3_mini.checkpoint``.
 """
 
 from __future__ import annotations
@@ -21,29 +18,35 @@ import argparse
 import dataclasses
 import json
 import math
-import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .balancing import apply_bias_update, max_violation
+from .checkpoint import (
+    atomic_write_text,
+    export_model,
+    load_model,
+    read_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+)
+from .cli import config_from_args, config_parser, setting
 from .config import BALANCE_POLICIES, PRESETS, ModelConfig, preset
 from .data import Dataset, builtin_dataset, text_dataset
-from .model import DeepSeekV3, cross_entropy
+from .fp8 import apply_fp8
+from .interrupt import deferred_interrupt
+from .model import DeepSeekV3, ModelOutput, cross_entropy
 from .utils import seed_everything
 
-FORMAT_VERSION = 1
+TRAINABLE_PRESETS = tuple(p for p in PRESETS if p != "deepseek-v3")  # V3 itself is for the calculators only
 
 
 @dataclass
@@ -51,34 +54,34 @@ class TrainConfig:
     """Everything that defines a run. ``decay_steps`` is the cosine horizon (default: ``steps``); keep it fixed to
     make a shorter run the exact prefix of a longer one."""
 
-    preset: str = "tiny"
-    steps: int = 200
-    batch_size: int = 16
-    seq_len: int = 128
-    lr: float = 3e-3
-    min_lr: float = 3e-4
-    warmup_steps: int = 20
-    decay_steps: int | None = None
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 100
-    eval_batches: int = 8
-    log_every: int = 10
-    save_every: int = 200
-    seed: int = 0
-    threads: int | None = None
-    out: str | None = None
-    data: str | None = None
-    train_bytes: int = 2_000_000
-    balance: str = "loss-free"
-    bias_update_speed: float | None = None
-    fp8: bool = False
-    mtp_depth: int | None = None
-    model_overrides: dict[str, Any] = field(default_factory=dict)
+    preset: str = setting("tiny", "model preset (dsv3_mini.config.preset)", choices=TRAINABLE_PRESETS)
+    steps: int = setting(200, "optimizer steps of the whole run (--resume continues up to this)")
+    batch_size: int = setting(16, "sequences per batch")
+    seq_len: int = setting(128, "bytes per sequence")
+    lr: float = setting(3e-3, "peak learning rate, reached at the end of the warm-up")
+    min_lr: float = setting(3e-4, "learning rate at the end of the cosine decay")
+    warmup_steps: int = setting(20, "steps of linear warm-up from 0 to --lr")
+    decay_steps: int | None = setting(None, "cosine horizon (default: --steps)")
+    weight_decay: float = setting(0.1, "AdamW weight decay of the matrices (norm weights are not decayed)")
+    grad_clip: float = setting(1.0, "the gradient's global norm is clipped to this")
+    eval_every: int = setting(100, "validate every this many steps, and after the last")
+    eval_batches: int = setting(8, "validation batches per evaluation")
+    log_every: int = setting(10, "log a training record every this many steps, and after the last")
+    save_every: int = setting(200, "write the checkpoint every this many steps, and after the last (needs --out)")
+    seed: int = setting(0, "seed of the initial weights, the batches and the built-in corpus")
+    threads: int | None = setting(None, "torch threads for the run (default: torch's own count)")
+    out: str | None = setting(None, "directory for checkpoint, metrics and the exported model")
+    data: str | None = setting(None, "train on this text file instead of the built-in corpus")
+    train_bytes: int = setting(2_000_000, "bytes of the built-in corpus's training split")
+    balance: str = setting("loss-free", "load-balancing policy of the MoE routers", choices=BALANCE_POLICIES)
+    bias_update_speed: float | None = setting(None, f"γ of the bias rule (default {ModelConfig.bias_update_speed})")
+    fp8: bool = setting(False, "simulate FP8 (E4M3, tile/block scaling) in linear layers")
+    mtp_depth: int | None = setting(None, "number of MTP modules (default: the preset's; 0 disables MTP)")
+    model_overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": "ModelConfig fields to change"})
 
     def __post_init__(self) -> None:
-        if self.preset not in PRESETS or self.preset == "deepseek-v3":
-            allowed = ", ".join(repr(p) for p in PRESETS if p != "deepseek-v3")
+        if self.preset not in TRAINABLE_PRESETS:
+            allowed = ", ".join(repr(p) for p in TRAINABLE_PRESETS)
             raise ValueError(f"preset={self.preset!r} is not one of {allowed} (deepseek-v3 is for calculators only)")
         if self.balance not in BALANCE_POLICIES:
             raise ValueError(f"balance={self.balance!r} is not one of {', '.join(map(repr, BALANCE_POLICIES))}")
@@ -118,6 +121,17 @@ class TrainResult:
     dataset: Dataset | None = None
 
 
+@dataclass
+class StepResult:
+    """What one optimizer step reports: the model's output on the batch (``loss``, ``main_loss``, ``mtp_losses``,
+    ``balance_loss``), the learning rate it used, the gradient norm before clipping, and MaxVio_batch per MoE layer."""
+
+    output: ModelOutput
+    lr: float
+    grad_norm: float
+    max_vio: list[float]
+
+
 def learning_rate(step: int, tc: TrainConfig) -> float:
     """Linear warm-up to ``lr``, then cosine decay to ``min_lr`` at ``decay_steps`` (steps count from 1)."""
     horizon = tc.decay_steps or tc.steps
@@ -141,6 +155,27 @@ def make_optimizer(model: DeepSeekV3, tc: TrainConfig) -> torch.optim.AdamW:
                               {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.95))
 
 
+def train_step(model: DeepSeekV3, opt: torch.optim.Optimizer, tokens: torch.Tensor, targets: torch.Tensor,
+               tc: TrainConfig, step: int, autocast: torch.dtype | None = None) -> StepResult:
+    """Optimizer step number ``step`` (from 1) on one batch of (batch, seq) tokens and next-token targets.
+
+    The scheduled learning rate, the forward pass with every loss (main + λ/D · Σ MTP + balance), backward, the
+    gradient clipped to ``tc.grad_clip``, AdamW, then the bias update of every router from the step's expert counts.
+    ``autocast`` runs the forward pass under CPU autocast in that dtype (the trainer runs fp32; ``benchmarks/mfu.py``
+    also measures bf16).
+    """
+    lr = learning_rate(step, tc)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    with torch.autocast("cpu", dtype=autocast) if autocast else nullcontext():
+        output = model(tokens, targets=targets)
+    opt.zero_grad(set_to_none=True)
+    output.loss.backward()
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))
+    opt.step()
+    return StepResult(output=output, lr=lr, grad_norm=grad_norm, max_vio=apply_bias_update(model))
+
+
 @torch.no_grad()
 def evaluate(model: DeepSeekV3, dataset: Dataset, batch_size: int, seq_len: int,
              max_batches: int | None = None) -> dict[str, Any]:
@@ -162,106 +197,6 @@ def evaluate(model: DeepSeekV3, dataset: Dataset, batch_size: int, seq_len: int,
     if n == 0:
         raise ValueError(f"the validation split is shorter than seq_len={seq_len}")
     return {"loss": main / n, "mtp_losses": [x / n for x in mtp], "max_vio_global": [max_violation(x) for x in load]}
-
-
-# -- checkpoints ------------------------------------------------------------------------------------------------
-
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def save_checkpoint(path: Path, model: DeepSeekV3, opt: torch.optim.Optimizer, tc: TrainConfig, step: int,
-                    generator: torch.Generator) -> None:
-    """Model, AdamW moments, RNG states and the run's JSON in one safetensors file, written atomically."""
-    names = {id(p): n for n, p in model.named_parameters()}
-    tensors = {f"model.{k}": v.detach() for k, v in model.state_dict().items()}
-    optim_steps = {}
-    for group in opt.param_groups:
-        for p in group["params"]:
-            state = opt.state.get(p)
-            if state:
-                n = names[id(p)]
-                tensors[f"optim.exp_avg.{n}"] = state["exp_avg"]
-                tensors[f"optim.exp_avg_sq.{n}"] = state["exp_avg_sq"]
-                optim_steps[n] = float(state["step"])
-    tensors["rng.data"] = generator.get_state()
-    tensors["rng.torch"] = torch.get_rng_state()
-    meta = {"format": FORMAT_VERSION, "step": step, "model_config": model.cfg.to_dict(),
-            "train_config": dataclasses.asdict(tc), "optim_steps": optim_steps}
-    text = json.dumps(meta, indent=1)
-    _atomic_save(tensors, path, {"dsv3_mini": text})
-    _atomic_write_text(text, path.with_suffix(".json"))
-
-
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(metadata, tensors) of a checkpoint or exported model; safetensors + JSON only."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"no checkpoint at {str(path)!r}")
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads((f.metadata() or {}).get("dsv3_mini", "null"))
-        if not meta or meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"{str(path)!r} is not a dsv3_mini file of format {FORMAT_VERSION}")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return meta, tensors
-
-
-def load_model(path: str | Path) -> DeepSeekV3:
-    """A model (fp32, eval mode) from a training checkpoint or an exported ``model.safetensors``."""
-    meta, tensors = read_checkpoint(path)
-    model = DeepSeekV3(ModelConfig.from_dict(meta["model_config"]))
-    state = {k[len("model."):]: v.float() for k, v in tensors.items() if k.startswith("model.")}
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def export_model(model: DeepSeekV3, path: Path) -> None:
-    """The weights alone, in bfloat16 (half the bytes), for shipping; load with ``load_model``."""
-    tensors = {f"model.{k}": v.detach().to(torch.bfloat16) if v.is_floating_point() else v
-               for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT_VERSION, "model_config": model.cfg.to_dict(), "dtype": "bfloat16"}
-    _atomic_save(tensors, path, {"dsv3_mini": json.dumps(meta)})
-
-
-def _restore(path: Path, model: DeepSeekV3, opt: torch.optim.Optimizer, generator: torch.Generator) -> int:
-    meta, tensors = read_checkpoint(path)
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    for n, p in model.named_parameters():
-        if n in meta["optim_steps"]:
-            opt.state[p] = {"step": torch.tensor(meta["optim_steps"][n]),
-                            "exp_avg": tensors[f"optim.exp_avg.{n}"].clone(),
-                            "exp_avg_sq": tensors[f"optim.exp_avg_sq.{n}"].clone()}
-    generator.set_state(tensors["rng.data"])
-    torch.set_rng_state(tensors["rng.torch"])
-    return int(meta["step"])
-
-
-# -- interrupts -------------------------------------------------------------------------------------------------
-
-@contextmanager
-def _deferred_interrupt() -> Iterator[list[bool]]:
-    """Turn Ctrl-C / Kernel → Interrupt into a flag checked between steps, so a step is never half applied."""
-    flag = [False]
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum, frame):  # noqa: ARG001
-        flag[0] = True
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 # -- the loop ---------------------------------------------------------------------------------------------------
@@ -291,12 +226,10 @@ def _train(tc: TrainConfig, resume: bool, progress: bool, dataset: Dataset | Non
     dataset = dataset or load_dataset(tc)
     model = DeepSeekV3(tc.model_config()).train()
     if tc.fp8:
-        from .fp8 import apply_fp8
-
         apply_fp8(model)
     opt = make_optimizer(model, tc)
     generator = torch.Generator().manual_seed(tc.seed)
-    step = _restore(ckpt, model, opt, generator) if resume else 0
+    step = restore_checkpoint(ckpt, model, opt, generator) if resume else 0
     history: list[dict[str, Any]] = []
     metrics = None
     if out:
@@ -307,7 +240,7 @@ def _train(tc: TrainConfig, resume: bool, progress: bool, dataset: Dataset | Non
             kept = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
             kept = [r for r in kept if r["step"] <= step]
             history.extend(kept)
-        _atomic_write_text("".join(json.dumps(r) + "\n" for r in kept), metrics_path)
+        atomic_write_text("".join(json.dumps(r) + "\n" for r in kept), metrics_path)
         metrics = metrics_path.open("a")
 
     def log(record: dict[str, Any]) -> None:
@@ -320,41 +253,34 @@ def _train(tc: TrainConfig, resume: bool, progress: bool, dataset: Dataset | Non
     bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc=f"train {tc.preset}", unit="step")
     t0, tokens_seen = time.perf_counter(), 0
     try:
-        with _deferred_interrupt() as stop:
+        with deferred_interrupt() as stop:
             while step < tc.steps:
                 if stop[0]:
                     interrupted = True
                     break
                 step += 1
-                lr = learning_rate(step, tc)
-                for group in opt.param_groups:
-                    group["lr"] = lr
                 tokens, targets, _ = dataset.get_batch("train", tc.batch_size, tc.seq_len, generator)
-                result = model(tokens, targets=targets)
-                opt.zero_grad(set_to_none=True)
-                result.loss.backward()
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))
-                opt.step()
-                vios = apply_bias_update(model)
+                s = train_step(model, opt, tokens, targets, tc, step)
                 tokens_seen += tokens.numel()
                 bar.update(1)
-                bar.set_postfix(loss=f"{result.main_loss.item():.3f}")
+                bar.set_postfix(loss=f"{s.output.main_loss.item():.3f}")
                 if step % tc.log_every == 0 or step == tc.steps:
                     elapsed = time.perf_counter() - t0
-                    log({"step": step, "split": "train", "loss": result.main_loss.item(),
-                         "mtp_losses": [x.item() for x in result.mtp_losses],
-                         "balance_loss": result.balance_loss.item() if result.balance_loss is not None else None,
-                         "total_loss": result.loss.item(), "lr": lr, "grad_norm": grad_norm,
-                         "max_vio": vios, "tokens_per_s": tokens_seen / elapsed if elapsed else None})
+                    balance = s.output.balance_loss
+                    log({"step": step, "split": "train", "loss": s.output.main_loss.item(),
+                         "mtp_losses": [x.item() for x in s.output.mtp_losses],
+                         "balance_loss": balance.item() if balance is not None else None,
+                         "total_loss": s.output.loss.item(), "lr": s.lr, "grad_norm": s.grad_norm,
+                         "max_vio": s.max_vio, "tokens_per_s": tokens_seen / elapsed if elapsed else None})
                 if step % tc.eval_every == 0 or step == tc.steps:
                     val = evaluate(model, dataset, tc.batch_size, tc.seq_len, tc.eval_batches)
                     log({"step": step, "split": "val", **val})
                 if ckpt and (step % tc.save_every == 0 or step == tc.steps):
-                    save_checkpoint(ckpt, model, opt, tc, step, generator)
+                    save_checkpoint(ckpt, model, opt, dataclasses.asdict(tc), step, generator)
     finally:
         bar.close()
         if ckpt and step > 0 and (interrupted or sys.exc_info()[0] is not None):
-            save_checkpoint(ckpt, model, opt, tc, step, generator)
+            save_checkpoint(ckpt, model, opt, dataclasses.asdict(tc), step, generator)
         if metrics:
             metrics.close()
     if interrupted:
@@ -374,54 +300,33 @@ def finish(result: TrainResult, tc: TrainConfig, command: str) -> dict[str, Any]
                "max_vio_global": val["max_vio_global"], "unigram_baseline": result.dataset.unigram_baseline(),
                "dataset": result.dataset.source, "eval": {"batch_size": tc.batch_size, "seq_len": tc.seq_len,
                                                            "batches": tc.eval_batches}}
-    _atomic_write_text(json.dumps(summary, indent=1) + "\n", out / "summary.json")
+    atomic_write_text(json.dumps(summary, indent=1) + "\n", out / "summary.json")
     return summary
 
 
-# -- command line -----------------------------------------------------------------------------------------------
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump, no traceback
-        self.exit(2, f"error: {message}\n")
-
+# -- command line: generated from TrainConfig (dsv3_mini.cli) ----------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m dsv3_mini.train", description=__doc__.split("\n\n")[0])
-    d = TrainConfig()
-    p.add_argument("--preset", default="mini", choices=[x for x in PRESETS if x != "deepseek-v3"])
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--seq-len", type=int, default=d.seq_len)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--min-lr", type=float, default=d.min_lr)
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    p.add_argument("--decay-steps", type=int, default=None, help="cosine horizon (default: --steps)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip)
-    p.add_argument("--eval-every", type=int, default=d.eval_every)
-    p.add_argument("--eval-batches", type=int, default=d.eval_batches)
-    p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--save-every", type=int, default=d.save_every)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default=None, help="directory for checkpoint, metrics and the exported model")
+    """TrainConfig's flags, then the two that say how to run rather than what: ``--resume`` and ``--no-progress``."""
+    p = config_parser(TrainConfig, prog="python -m dsv3_mini.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.safetensors up to --steps")
-    p.add_argument("--data", default=None, help="train on this text file instead of the built-in corpus")
-    p.add_argument("--train-bytes", type=int, default=d.train_bytes)
-    p.add_argument("--balance", default=d.balance, choices=BALANCE_POLICIES)
-    p.add_argument("--bias-update-speed", type=float, default=None, help="γ of the bias rule (default 0.001)")
-    p.add_argument("--fp8", action="store_true", help="simulate FP8 (E4M3, tile/block scaling) in linear layers")
-    p.add_argument("--mtp-depth", type=int, default=None, help="number of MTP modules (0 disables MTP)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
+    """The TrainConfig of a command line: the words after ``python -m dsv3_mini.train`` (default: ``sys.argv``).
+
+    ``--resume`` and ``--no-progress`` say how to run, not what: they are accepted and left out. Unknown flags and
+    bad values exit with a one-line error (as the command does); a bad combination raises ``TrainConfig``'s ValueError.
+    """
+    return config_from_args(TrainConfig, _parser().parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    kwargs = {k: v for k, v in vars(args).items() if k in fields}
     try:
-        tc = TrainConfig(**kwargs)
+        tc = config_from_args(TrainConfig, args)
         tc.model_config()
         if tc.threads is not None:  # for the whole command: training and the export's evaluation
             torch.set_num_threads(tc.threads)

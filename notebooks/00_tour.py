@@ -33,8 +33,8 @@
 import plotly.graph_objects as go
 import torch
 
+from course import check_tour
 from dsv3_mini import DeepSeekV3, count_params, preset, seed_everything
-from dsv3_mini.exercises import tour
 from dsv3_mini.kv_cache import bytes_per_token, naive_mla_bytes_per_token
 
 _ = seed_everything(0)  # the same numbers on every run
@@ -246,7 +246,7 @@ for name, ours, theirs in rows:
 # ## Exercises
 #
 # Each exercise cell starts with `my_answer = ...`. Replace the `...` with an expression (use `v3`, the
-# configuration), run the cell, and the checker from `dsv3_mini.exercises.tour` compares your number with what the
+# configuration), run the cell, and the checker from `course.check_tour` compares your number with what the
 # library computes. A collapsed
 # solution follows each exercise.
 
@@ -258,13 +258,13 @@ for name, ours, theirs in rows:
 # %%
 my_answer = ...  # your expression here
 
-tour.check_routed_expert_params(my_answer)
+check_tour.check_routed_expert_params(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 moe_layers = v3.num_hidden_layers - v3.first_k_dense_replace
 expert = 3 * v3.hidden_size * v3.moe_intermediate_size
 solution = moe_layers * v3.n_routed_experts * expert
-print(tour.check_routed_expert_params(solution))
+print(check_tour.check_routed_expert_params(solution))
 print("58 layers × 256 experts × 3 × 7168 × 2048,",
       f"{solution / c.total:.1%} of the model")
 
@@ -275,11 +275,11 @@ print("58 layers × 256 experts × 3 × 7168 × 2048,",
 # %%
 my_answer = ...  # your expression here
 
-tour.check_kv_bytes_per_token(my_answer)
+check_tour.check_kv_bytes_per_token(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = v3.num_hidden_layers * (v3.kv_lora_rank + v3.qk_rope_head_dim) * 2
-print(tour.check_kv_bytes_per_token(solution))
+print(check_tour.check_kv_bytes_per_token(solution))
 print("61 layers × (512 + 64) numbers × 2 bytes")
 
 # %% [markdown]
@@ -290,12 +290,12 @@ print("61 layers × (512 + 64) numbers × 2 bytes")
 # %%
 my_answer = ...  # your expression here
 
-tour.check_activated_drop(my_answer)
+check_tour.check_activated_drop(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 moe_layers = v3.num_hidden_layers - v3.first_k_dense_replace
 solution = moe_layers * 4 * 3 * v3.hidden_size * v3.moe_intermediate_size
-print(tour.check_activated_drop(solution))
+print(check_tour.check_activated_drop(solution))
 print(f"58 layers × 4 experts × 3 × 7168 × 2048: {solution / 1e9:.1f}B")
 
 # %% [markdown]

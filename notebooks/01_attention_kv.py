@@ -36,10 +36,10 @@
 import plotly.graph_objects as go
 import torch
 
+from course import check_attention
 from dsv3_mini import DeepSeekV3, preset, seed_everything
 from dsv3_mini.attention import MLA, decode_step_flops, make_attention
 from dsv3_mini.config import yarn_mscale
-from dsv3_mini.exercises import attention
 from dsv3_mini.kv_cache import (
     KVCache,
     bytes_per_token,
@@ -118,12 +118,6 @@ print(f"cache now holds {cache.nbytes():,} bytes = {len(cache)} tokens × "
 # differs is what it puts into the cache.
 
 # %%
-def rope_for(cfg, seq):
-    """cos/sin for positions 0..seq-1 of the attention kind's rotated width."""
-    dim = cfg.qk_rope_head_dim if cfg.attention == "mla" else cfg.std_head_dim
-    return RotaryEmbedding(dim, cfg)(0, seq)
-
-
 tiny = preset("tiny")
 kinds = {"MHA": tiny.replace(attention="mha"),
          "GQA, 2 groups": tiny.replace(attention="gqa", num_key_value_heads=2),
@@ -136,7 +130,7 @@ for name, cfg in kinds.items():
     attn = make_attention(cfg)
     layer_cache = KVCache(num_layers=1)
     with torch.no_grad():
-        out = attn(x, *rope_for(cfg, 6), cache=layer_cache)
+        out = attn(x, *RotaryEmbedding.for_model(cfg)(0, 6), cache=layer_cache)
     shapes = " + ".join(str(tuple(t.shape)) for t in layer_cache.layers[0])
     print(f"{name:<15}{type(attn).__name__:<19}{str(tuple(out.shape)):<13}{shapes:<40}"
           f"{elements_per_token_per_layer(cfg):>13}")
@@ -275,7 +269,7 @@ with torch.no_grad():
     for p in mla.parameters():
         p.normal_(std=0.2, generator=gen)
 x = torch.randn(2, 13, tiny.hidden_size, generator=gen)
-cos, sin = rope_for(tiny, 13)
+cos, sin = RotaryEmbedding.for_model(tiny)(0, 13)
 with torch.no_grad():
     naive = mla(x, cos, sin, impl="naive")
     absorbed = mla(x, cos, sin, impl="absorbed")
@@ -535,7 +529,7 @@ print(f"softmax scale: 1/sqrt(192) = {v3.qk_head_dim ** -0.5:.5f} -> with YaRN {
 # ## Exercises
 #
 # Each exercise cell starts with `my_answer = ...`. Replace the `...` with an expression (use `v3`, the configuration
-# of DeepSeek-V3), run the cell, and the checker from `dsv3_mini.exercises.attention` compares your answer with what
+# of DeepSeek-V3), run the cell, and the checker from `course.check_attention` compares your answer with what
 # the library computes. A collapsed solution follows each exercise.
 
 # %% [markdown]
@@ -545,11 +539,11 @@ print(f"softmax scale: 1/sqrt(192) = {v3.qk_head_dim ** -0.5:.5f} -> with YaRN {
 # %%
 my_answer = ...  # your expression here
 
-attention.check_gqa_bytes_per_token(my_answer)
+check_attention.check_gqa_bytes_per_token(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = v3.num_hidden_layers * 2 * 8 * 128 * 2
-print(attention.check_gqa_bytes_per_token(solution))
+print(check_attention.check_gqa_bytes_per_token(solution))
 print(f"61 layers × (K and V) × 8 groups × 128 × 2 bytes; {solution / bytes_per_token(v3):.2f}× MLA's cache")
 
 # %% [markdown]
@@ -559,11 +553,11 @@ print(f"61 layers × (K and V) × 8 groups × 128 × 2 bytes; {solution / bytes_
 # %%
 my_answer = ...  # your expression here
 
-attention.check_mla_numbers_per_layer(my_answer)
+check_attention.check_mla_numbers_per_layer(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = v3.kv_lora_rank + v3.qk_rope_head_dim
-print(attention.check_mla_numbers_per_layer(solution))
+print(check_attention.check_mla_numbers_per_layer(solution))
 print("the latent c_KV (512) and the shared RoPE key k_R (64); nothing per head")
 
 # %% [markdown]
@@ -573,11 +567,11 @@ print("the latent c_KV (512) and the shared RoPE key k_R (64); nothing per head"
 # %%
 my_answer = ...  # your expression here
 
-attention.check_equivalent_gqa_groups(my_answer)
+check_attention.check_equivalent_gqa_groups(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = (v3.kv_lora_rank + v3.qk_rope_head_dim) / (2 * 128)
-print(attention.check_equivalent_gqa_groups(solution))
+print(check_attention.check_equivalent_gqa_groups(solution))
 print("576 numbers / (a key and a value of 128 numbers per group)")
 
 # %% [markdown]
@@ -587,12 +581,12 @@ print("576 numbers / (a key and a value of 128 numbers per group)")
 # %%
 my_answer = ...  # "naive" or "absorbed"
 
-attention.check_cheaper_decode_path(my_answer)
+check_attention.check_cheaper_decode_path(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 flops = {impl: decode_step_flops(mla_v3, impl, 4096) for impl in ("naive", "absorbed")}
 solution = min(flops, key=flops.get)
-print(attention.check_cheaper_decode_path(solution))
+print(check_attention.check_cheaper_decode_path(solution))
 print(f"naive {flops['naive'] / 1e9:.1f} GFLOP vs absorbed {flops['absorbed'] / 1e9:.2f} GFLOP per layer:"
       " the naive path re-expands all 4,096 latents for 128 heads at every step")
 

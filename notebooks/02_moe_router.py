@@ -38,17 +38,17 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from course import check_moe
 from dsv3_mini import DeepSeekV3, preset, seed_everything
 from dsv3_mini.balancing import max_violation, skewed_router
 from dsv3_mini.data import builtin_dataset
-from dsv3_mini.exercises import moe
 from dsv3_mini.moe import Router, SwiGLU
 from dsv3_mini.params import expert_params, router_params
 from widgets import RouterLoadWidget
+from widgets.palette import OKABE_ITO, group_colors
 
 _ = seed_everything(0, threads=1)  # the same numbers on every run; one thread suits these small tensors
 _ = torch.set_grad_enabled(False)  # this lesson only looks at routing; nothing is trained
-OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 
 # %% tags=["remove-cell"]
 from widgets import setup_plotly
@@ -379,8 +379,7 @@ print(f"routed experts stacked: w1 {tuple(layer.w1.shape)}, w3 {tuple(layer.w3.s
 # %%
 mean_load = n_tok * k / mini.n_routed_experts
 fig = go.Figure(go.Bar(x=list(range(mini.n_routed_experts)), y=routing.counts.tolist(),
-                       marker_color=[OKABE_ITO[e // (mini.n_routed_experts // mini.n_group)]
-                                     for e in range(mini.n_routed_experts)],
+                       marker_color=group_colors(mini.n_routed_experts, mini.n_group),
                        hovertemplate="expert %{x}: %{y} tokens<extra></extra>", name="tokens"))
 fig.add_hline(y=mean_load, line_dash="dash", line_color="#000000",
               annotation_text=f"balanced: T·K/E = {mean_load:.0f}")
@@ -532,7 +531,7 @@ fig.show()
 # ## Exercises
 #
 # Each exercise cell starts with `my_answer = ...`. Replace the `...` with an expression, run the cell, and the
-# checker from `dsv3_mini.exercises.moe` compares it with what the library computes. A collapsed solution follows
+# checker from `course.check_moe` compares it with what the library computes. A collapsed solution follows
 # each exercise.
 
 # %% [markdown]
@@ -543,11 +542,11 @@ fig.show()
 # %%
 my_answer = ...  # your expression here
 
-moe.check_fine_grained_combinations(my_answer)
+check_moe.check_fine_grained_combinations(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = math.comb(4 * 16, 4 * 2)
-print(moe.check_fine_grained_combinations(solution))
+print(check_moe.check_fine_grained_combinations(solution))
 print(f"before the split: math.comb(16, 2) = {math.comb(16, 2)}; "
       f"after: {solution / math.comb(16, 2):.2g} times as many")
 
@@ -558,11 +557,11 @@ print(f"before the split: math.comb(16, 2) = {math.comb(16, 2)}; "
 # %%
 my_answer = ...  # your expression here
 
-moe.check_candidates(my_answer)
+check_moe.check_candidates(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = v3.topk_group * (v3.n_routed_experts // v3.n_group)
-print(moe.check_candidates(solution))
+print(check_moe.check_candidates(solution))
 print("4 kept groups × 32 experts per group: half of the 256")
 
 # %% [markdown]
@@ -570,18 +569,18 @@ print("4 kept groups × 32 experts per group: half of the 256")
 # chosen, routed scale 2.5) sees these affinities for one token. What is the gating weight $g$ of expert 2?
 
 # %%
-gate_scores = torch.tensor(moe.GATE_SCORES, dtype=torch.float64)
+gate_scores = torch.tensor(check_moe.GATE_SCORES, dtype=torch.float64)
 print("affinities s of experts 0..7:", gate_scores.tolist())
 
 # %%
 my_answer = ...  # your expression here
 
-moe.check_gate_weight(my_answer)
+check_moe.check_gate_weight(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 top4 = gate_scores.topk(4).values
 solution = float(v3.routed_scaling_factor * gate_scores[2] / top4.sum())
-print(moe.check_gate_weight(solution))
+print(check_moe.check_gate_weight(solution))
 print(f"chosen: s = {top4.tolist()}, sum {top4.sum():.2f}; g_2 = 2.5 × 0.75 / {top4.sum():.2f}")
 
 # %% [markdown]
@@ -591,11 +590,11 @@ print(f"chosen: s = {top4.tolist()}, sum {top4.sum():.2f}; g_2 = 2.5 × 0.75 / {
 # %%
 my_answer = ...  # "rises", "falls" or "stays the same"
 
-moe.check_bias_effect(my_answer)
+check_moe.check_bias_effect(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = "stays the same"
-print(moe.check_bias_effect(solution))
+print(check_moe.check_bias_effect(solution))
 print("b enters only the selection TopK(s + b); g is computed from s alone")
 
 # %% [markdown]

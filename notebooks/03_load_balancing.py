@@ -36,27 +36,28 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
+from course import check_balancing
 from dsv3_mini import DeepSeekV3, preset, seed_everything
 from dsv3_mini.balancing import (
     apply_bias_update,
     aux_loss,
     max_violation,
     proportional_update,
+    router_gradients,
     sequence_balance_loss,
+    sign_update,
     simulate_balancing,
     skewed_router,
-    update_bias,
 )
 from dsv3_mini.data import generate_corpus
-from dsv3_mini.exercises import balancing
 from widgets import BiasBalancingWidget
+from widgets.palette import BLACK, OKABE_ITO, group_colors
 
 # one torch thread: the tensors here are tiny, and extra threads only add overhead on a shared CPU
 _ = seed_everything(0, threads=1)  # the same numbers on every run
 
 STEPS = 300  # steps of each balancing simulation; raise for a longer run
 TOKENS = 512  # tokens routed per step
-OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000"]
 
 
 def fmt(values, digits=4):
@@ -107,13 +108,8 @@ print(f"busiest expert: {load.max().item()} tokens = {load.max().item() / mean_l
 
 
 # %%
-def group_colours(n, groups):
-    """One Okabe-Ito colour per expert group."""
-    return [OKABE_ITO[i // (n // groups)] for i in range(n)]
-
-
 fig = go.Figure(go.Bar(x=list(range(n_experts)), y=load.tolist(),
-                       marker_color=group_colours(n_experts, cfg.n_group),
+                       marker_color=group_colors(n_experts, cfg.n_group),
                        hovertemplate="expert %{x}: %{y} tokens<extra></extra>"))
 fig.add_hline(y=mean_load, line_dash="dash", line_color="#000000",
               annotation_text="mean load (balanced)")
@@ -200,23 +196,13 @@ corpus = generate_corpus(4 * 65, seed=0)[0][: 4 * 65].view(4, 65)  # 4 sequences
 inputs, targets = corpus[:, :-1], corpus[:, 1:]
 
 
-def router_gradients(model_cfg):
-    """Gradients on all router weights: from the LM losses (main + MTP) and from the balance term."""
-    torch.manual_seed(0)  # the same initial weights for every setting
-    model = DeepSeekV3(model_cfg).train()
-    out = model(inputs, targets=targets)
-    gates = [moe.gate.weight for moe in model.moe_layers()]
-    lm = torch.autograd.grad(out.loss - out.balance_loss, gates, retain_graph=True)
-    bal = torch.autograd.grad(out.balance_loss, gates)
-    return torch.cat([g.flatten() for g in lm]), torch.cat([g.flatten() for g in bal]), out.balance_loss
-
-
 tiny = preset("tiny")
 settings = [("aux-loss", tiny.replace(balance="aux-loss", aux_loss_alpha=a)) for a in (0.001, 0.01, 0.1)]
 settings.append(("loss-free", tiny))  # bias rule + the tiny sequence-wise loss, α = 0.0001
 print(f"{'policy':<10}{'α':>8}{'balance term':>14}{'‖∇ balance‖ / ‖∇ LM‖':>24}{'cosine':>8}")
 for policy, c in settings:
-    g_lm, g_bal, value = router_gradients(c)
+    torch.manual_seed(0)  # the same initial weights for every setting
+    g_lm, g_bal, value = router_gradients(DeepSeekV3(c).train(), inputs, targets)
     alpha = c.aux_loss_alpha if policy == "aux-loss" else c.seq_aux_alpha
     print(f"{policy:<10}{alpha:>8g}{value.item():>14.5f}{(g_bal.norm() / g_lm.norm()).item():>24.3f}"
           f"{torch.cosine_similarity(g_lm, g_bal, dim=0).item():>8.2f}")
@@ -246,13 +232,13 @@ for policy, c in settings:
 # $$
 #
 # An overloaded expert becomes a little less likely to be selected, an underloaded one a little more. V3 uses
-# $\gamma = 0.001$ for most of its training and $\gamma = 0$ for the last 500B tokens. `update_bias` is the rule:
+# $\gamma = 0.001$ for most of its training and $\gamma = 0$ for the last 500B tokens. `sign_update` is the rule:
 
 # %%
 counts = torch.tensor([10, 2, 4, 4])  # mean 5
-print("load:", counts.tolist(), "→ bias after one step from 0:", fmt(update_bias(torch.zeros(4), counts, 0.001)))
+print("load:", counts.tolist(), "→ bias after one step from 0:", fmt(sign_update(torch.zeros(4), counts, 0.001)))
 print("a balanced load leaves the bias where it is:",
-      fmt(update_bias(torch.zeros(4), torch.tensor([5, 5, 5, 5]), 0.001)))
+      fmt(sign_update(torch.zeros(4), torch.tensor([5, 5, 5, 5]), 0.001)))
 
 # %% [markdown]
 # Two properties make this work, and `dsv3_mini` keeps both. First, **the bias is not a parameter**: it is a buffer
@@ -329,7 +315,7 @@ runs = {policy: simulate_balancing(cfg, policy, steps=STEPS, tokens=TOKENS, skew
         for policy in ("loss-free", "aux-loss", "none")}
 style = {"loss-free": dict(color=OKABE_ITO[0], width=3),
          "aux-loss": dict(color=OKABE_ITO[5], width=3, dash="dot"),
-         "none": dict(color=OKABE_ITO[6], width=2, dash="dash")}
+         "none": dict(color=BLACK, width=2, dash="dash")}
 tail = STEPS // 3  # "the end of the run": its last third
 print(f"{'policy':<10}{'MaxVio_batch, first 10 steps':>30}{'last third':>12}{'MaxVio_global, last third':>28}")
 for policy, run in runs.items():
@@ -377,7 +363,7 @@ every = 3  # plot every 3rd step: the curves are smooth at this scale
 fig = go.Figure([go.Scatter(x=np.arange(0, STEPS, every), y=bias[::every, i].numpy(), mode="lines",
                             name=f"expert {i}", line=dict(color=c, width=1.5),
                             legendgroup=f"group {i // (n_experts // cfg.n_group)}")
-                 for i, c in enumerate(group_colours(n_experts, cfg.n_group))])
+                 for i, c in enumerate(group_colors(n_experts, cfg.n_group))])
 fig.update_layout(title="Selection bias b_i per expert under the sign rule (colour = group)",
                   template="plotly_white", font_size=14, height=440, xaxis_title="training step",
                   yaxis_title="bias b_i (affinity units)")
@@ -403,7 +389,7 @@ print(f"after {STEPS} steps: bias from {final.min():+.3f} to {final.max():+.3f}"
 # %%
 print("same load, one step from 0, γ = 0.001:")
 print("  load:        ", counts.tolist())
-print("  sign rule:   ", fmt(update_bias(torch.zeros(4), counts, 0.001)))
+print("  sign rule:   ", fmt(sign_update(torch.zeros(4), counts, 0.001)))
 print("  proportional:", fmt(proportional_update(torch.zeros(4), counts, 0.001)))
 variants = {("sign", 1e-3): runs["loss-free"]}
 for speed in (1e-3, 3e-3):
@@ -508,41 +494,41 @@ w.gamma.value = 1e-3
 # ## Exercises
 #
 # Each exercise cell starts with `my_answer = ...`. Replace the `...` with your answer, run the cell, and the
-# checker from `dsv3_mini.exercises.balancing` compares it with what `dsv3_mini` computes. A collapsed solution
+# checker from `course.check_balancing` compares it with what `dsv3_mini` computes. A collapsed solution
 # follows each exercise. The data of exercises 1–3:
 
 # %%
-print("load per expert:", balancing.LOAD)
-print("bias before the step:", balancing.BIAS)
-print("γ =", balancing.GAMMA)
+print("load per expert:", check_balancing.LOAD)
+print("bias before the step:", check_balancing.BIAS)
+print("γ =", check_balancing.GAMMA)
 
 # %% [markdown]
-# **Exercise 1.** What is the MaxVio of `balancing.LOAD`?
+# **Exercise 1.** What is the MaxVio of `check_balancing.LOAD`?
 
 # %%
 my_answer = ...  # your expression here
 
-balancing.check_max_violation(my_answer)
+check_balancing.check_max_violation(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
-ex_load = torch.tensor(balancing.LOAD)
+ex_load = torch.tensor(check_balancing.LOAD)
 solution = ((ex_load.max() - ex_load.float().mean()) / ex_load.float().mean()).item()
-print(balancing.check_max_violation(solution))
+print(check_balancing.check_max_violation(solution))
 print(f"mean {ex_load.float().mean():.0f}, max {ex_load.max()}: (12 − 8) / 8")
 
 # %% [markdown]
-# **Exercise 2.** Apply one step of V3's sign rule to `balancing.BIAS` with that load and $\gamma$ = 0.001. Give the
-# six new biases as a list, by hand (then check with `update_bias` if you like).
+# **Exercise 2.** Apply one step of V3's sign rule to `check_balancing.BIAS` with that load and $\gamma$ = 0.001.
+# Give the six new biases as a list, by hand (then check with `sign_update` if you like).
 
 # %%
 my_answer = ...  # your list here
 
-balancing.check_sign_update(my_answer)
+check_balancing.check_sign_update(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 # mean 8: experts 0 and 3 are above (−γ), 1 and 2 below (+γ), 4 and 5 exactly at the mean (no move)
 solution = [-0.001, 0.003, 0.0, -0.001, 0.001, 0.0]
-print(balancing.check_sign_update(solution))
+print(check_balancing.check_sign_update(solution))
 
 # %% [markdown]
 # **Exercise 3.** Now the *proportional* variant instead of the sign rule, same load, bias and $\gamma$. What is
@@ -551,12 +537,13 @@ print(balancing.check_sign_update(solution))
 # %%
 my_answer = ...  # your expression here
 
-balancing.check_proportional_update(my_answer)
+check_balancing.check_proportional_update(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
-mean = sum(balancing.LOAD) / len(balancing.LOAD)
-solution = balancing.BIAS[0] + balancing.GAMMA * (mean - balancing.LOAD[0]) / mean  # 0.001 · (8 − 12) / 8
-print(balancing.check_proportional_update(solution))
+mean = sum(check_balancing.LOAD) / len(check_balancing.LOAD)
+# 0.001 · (8 − 12) / 8
+solution = check_balancing.BIAS[0] + check_balancing.GAMMA * (mean - check_balancing.LOAD[0]) / mean
+print(check_balancing.check_proportional_update(solution))
 print("half the sign rule's step: expert 0 is 50% above the mean")
 
 # %% [markdown]
@@ -567,11 +554,11 @@ print("half the sign rule's step: expert 0 is 50% above the mean")
 # %%
 my_answer = ...  # "loss-free", "aux-loss" or "none"
 
-balancing.check_gradient_policy(my_answer)
+check_balancing.check_gradient_policy(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = "aux-loss"
-print(balancing.check_gradient_policy(solution))
+print(check_balancing.check_gradient_policy(solution))
 print("the bias is a buffer moved by a rule; the sequence-wise loss of loss-free has a tiny α")
 
 # %% [markdown]

@@ -41,23 +41,22 @@ import torch
 from plotly.subplots import make_subplots
 from torch import nn
 
+from course import check_fp8
 from dsv3_mini import DeepSeekV3, preset, seed_everything
-from dsv3_mini.exercises import fp8
 from dsv3_mini.fp8 import (
     FORMATS,
     apply_fp8,
     cast_unscaled,
     dequantize,
     fake_quantize,
-    fp8_matmul,
     get_format,
-    limited_accumulate_matmul,
     quantize,
     relative_error,
     scale_grid_shape,
     snr_db,
     tile_error_map,
 )
+from dsv3_mini.fp8_gemm import gemm_errors, limited_accumulate_matmul
 from dsv3_mini.train import TrainConfig, load_dataset, train
 from widgets import FP8TileWidget
 
@@ -345,12 +344,9 @@ gemm = {"no promotion": [], "promote to FP32 every 128": [], "FP8 input rounding
 for k in Ks:
     g = torch.Generator().manual_seed(k)
     a, w = torch.randn(16, k, generator=g), torch.randn(16, k, generator=g)
-    fp32_acc = fp8_matmul(a, w, accumulator="fp32")
-    for label, promote in (("no promotion", None), ("promote to FP32 every 128", 128)):
-        limited = fp8_matmul(a, w, accumulator="limited", accumulator_bits=14,
-                             promote_every=promote)
-        gemm[label].append(100 * relative_error(fp32_acc, limited))
-    gemm["FP8 input rounding"].append(100 * relative_error(a @ w.T, fp32_acc))
+    errors = gemm_errors(a, w, accumulator_bits=14, promote_every=128)  # fractions, against FP32 accumulation
+    for label, key in zip(gemm, ("no_promotion", "promotion", "quantization"), strict=True):
+        gemm[label].append(100 * errors[key])
 
 fig = go.Figure()
 styles = {"no promotion": dict(color="#D55E00", width=3),
@@ -535,7 +531,7 @@ print(f"the seed-to-seed difference is {abs(seed_gap) / abs(fp8_gap):.0f}× the 
 #
 # ## Exercises
 #
-# Replace the `...` with an expression, run the cell, and the checker from `dsv3_mini.exercises.fp8` compares your
+# Replace the `...` with an expression, run the cell, and the checker from `course.check_fp8` compares your
 # answer with what the library computes. A collapsed solution follows each exercise.
 
 # %% [markdown]
@@ -545,11 +541,11 @@ print(f"the seed-to-seed difference is {abs(seed_gap) / abs(fp8_gap):.0f}× the 
 # %%
 my_answer = ...  # your expression here
 
-fp8.check_tile_scale(my_answer)
+check_fp8.check_tile_scale(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = 3.5 / get_format("e4m3").max
-print(fp8.check_tile_scale(solution))
+print(check_fp8.check_tile_scale(solution))
 print(f"3.5 / 448 = {solution}: after dividing by s, the largest value lands exactly on 448")
 
 # %% [markdown]
@@ -559,11 +555,11 @@ print(f"3.5 / 448 = {solution}: after dividing by s, the largest value lands exa
 # %%
 my_answer = ...  # your expression here
 
-fp8.check_activation_scales(my_answer)
+check_fp8.check_activation_scales(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = 256 * (512 // 128)
-print(fp8.check_activation_scales(solution))
+print(check_fp8.check_activation_scales(solution))
 print("one scale per token and per 128 channels; quantize agrees:",
       tuple(quantize(torch.randn(256, 512), "tile")[1].shape))
 
@@ -575,11 +571,11 @@ print("one scale per token and per 128 channels; quantize agrees:",
 # %%
 my_answer = ...  # your answer here: "e4m3" or "e5m2"
 
-fp8.check_gradient_format(my_answer)
+check_fp8.check_gradient_format(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = "e4m3"
-print(fp8.check_gradient_format(solution))
+print(check_fp8.check_gradient_format(solution))
 print("E4M3 on all tensors: fine-grained scales supply the range,",
       "so V3 keeps the extra mantissa bit",
       f"({get_format('e4m3').mantissa_bits} vs {get_format('e5m2').mantissa_bits}) everywhere")
@@ -591,11 +587,11 @@ print("E4M3 on all tensors: fine-grained scales supply the range,",
 # %%
 my_answer = ...  # your expression here
 
-fp8.check_promotions(my_answer)
+check_fp8.check_promotions(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = v3.hidden_size // 128
-print(fp8.check_promotions(solution))
+print(check_fp8.check_promotions(solution))
 print("7168 / 128: as many as there are 1×128 activation tiles along K:",
       scale_grid_shape((1, v3.hidden_size), "tile")[1])
 

@@ -39,12 +39,12 @@ from pathlib import Path
 import plotly.graph_objects as go
 import torch
 
+from course import check_mtp
 from dsv3_mini import DeepSeekV3, count_params, preset, seed_everything
+from dsv3_mini.checkpoint import load_model
 from dsv3_mini.data import builtin_dataset, decode, encode
-from dsv3_mini.exercises import mtp
 from dsv3_mini.generate import generate, speculative_generate
 from dsv3_mini.model import cross_entropy
-from dsv3_mini.train import load_model
 
 # the same numbers on every run; one thread, because decoding multiplies tiny matrices one token at a time, and
 # there a second thread costs more in coordination than it saves
@@ -450,7 +450,7 @@ print(f"wall-clock speed-up {t_greedy / t_spec:.2f}x, against {tpf:.2f}x more to
 # ## Exercises
 #
 # Each exercise cell starts with `my_answer = ...`. Replace the `...` with a number, run the cell, and the checker
-# from `dsv3_mini.exercises.mtp` compares it with what the library computes. A collapsed solution follows each
+# from `course.check_mtp` compares it with what the library computes. A collapsed solution follows each
 # exercise.
 
 # %% [markdown]
@@ -460,11 +460,11 @@ print(f"wall-clock speed-up {t_greedy / t_spec:.2f}x, against {tpf:.2f}x more to
 # %%
 my_answer = ...  # your expression here
 
-mtp.check_mtp_target(my_answer)
+check_mtp.check_mtp_target(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = 2  # it reads Emb(t_{i+1}) and predicts the token after it
-print(mtp.check_mtp_target(solution))
+print(check_mtp.check_mtp_target(solution))
 print("in the table: at '=' the module reads '4' and predicts '6'")
 
 # %% [markdown]
@@ -474,11 +474,11 @@ print("in the table: at '=' the module reads '4' and predicts '6'")
 # %%
 my_answer = ...  # your expression here
 
-mtp.check_tokens_per_forward(my_answer, acceptance=0.85)
+check_mtp.check_tokens_per_forward(my_answer, acceptance=0.85)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = 1 + 0.85
-print(mtp.check_tokens_per_forward(solution, acceptance=0.85))
+print(check_mtp.check_tokens_per_forward(solution, acceptance=0.85))
 print(f"ours: 1 + p = {1 + acc:.3f}, measured {tpf:.3f} tokens per forward; "
       "the report: about 1.8x tokens per second")
 
@@ -489,12 +489,12 @@ print(f"ours: 1 + p = {1 + acc:.3f}, measured {tpf:.3f} tokens per forward; "
 # %%
 my_answer = ...  # your expression here
 
-mtp.check_scored_predictions(my_answer, seq_len=16, depth=3)
+check_mtp.check_scored_predictions(my_answer, seq_len=16, depth=3)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 T, D3 = 16, 3
 solution = T + sum(T - k for k in range(1, D3 + 1))  # depth k has T - k positions
-print(mtp.check_scored_predictions(solution, seq_len=T, depth=D3))
+print(check_mtp.check_scored_predictions(solution, seq_len=T, depth=D3))
 print("16 + 15 + 14 + 13; each depth's mean is weighted by lambda / D in the loss")
 
 # %% [markdown]
@@ -505,11 +505,11 @@ print("16 + 15 + 14 + 13; each depth's mean is weighted by lambda / D in the los
 # %%
 my_answer = ...  # your expression here
 
-mtp.check_greedy_forwards(my_answer, new_tokens=48)
+check_mtp.check_greedy_forwards(my_answer, new_tokens=48)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = 48  # the prefill gives the first token, then one forward per token
-print(mtp.check_greedy_forwards(solution, new_tokens=48))
+print(check_mtp.check_greedy_forwards(solution, new_tokens=48))
 print(f"speculative at p = 0.85: about 48 / 1.85 = {48 / 1.85:.0f} forwards")
 
 # %% [markdown]

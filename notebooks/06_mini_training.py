@@ -42,13 +42,14 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from course import check_training
 from dsv3_mini import DeepSeekV3, count_params, preset, seed_everything
 from dsv3_mini.analysis import domain_expert_mutual_information, routing_by_domain
 from dsv3_mini.balancing import max_violation
+from dsv3_mini.checkpoint import load_model
 from dsv3_mini.data import DOMAINS, builtin_dataset, decode, encode
-from dsv3_mini.exercises import training
 from dsv3_mini.generate import generate, speculative_generate
-from dsv3_mini.train import TrainConfig, evaluate, load_model, train
+from dsv3_mini.train import TrainConfig, evaluate, train
 from widgets import RouterLoadWidget
 
 _ = seed_everything(0)  # the same numbers on every run
@@ -582,7 +583,7 @@ print(f"\nDeepSeek-V3 is {c_v3.total / c_ours.total:,.0f}× larger in total, "
 # %% [markdown]
 # ## Exercises
 #
-# Replace the `...` with an expression, run the cell, and the checker from `dsv3_mini.exercises.training` compares
+# Replace the `...` with an expression, run the cell, and the checker from `course.check_training` compares
 # it with what the library computes. A collapsed solution follows each exercise.
 #
 # **Exercise 1.** The baseline above is in nats per byte (natural logarithm). Information is often counted in
@@ -591,11 +592,11 @@ print(f"\nDeepSeek-V3 is {c_v3.total / c_ours.total:,.0f}× larger in total, "
 # %%
 my_answer = ...  # your expression here
 
-training.check_unigram_bits(my_answer)
+check_training.check_unigram_bits(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = baseline / math.log(2)
-print(training.check_unigram_bits(solution))
+print(check_training.check_unigram_bits(solution))
 print(f"{solution:.3f} bits per byte: a byte carries 8 bits, the unigram model needs {solution / 8:.0%} of them")
 
 # %% [markdown]
@@ -605,13 +606,13 @@ print(f"{solution:.3f} bits per byte: a byte carries 8 bits, the unigram model n
 # %%
 my_answer = ...  # your expression here
 
-training.check_tokens_seen(my_answer)
+check_training.check_tokens_seen(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 args = summary["command"].split()
 solution = (int(args[args.index("--steps") + 1]) * int(args[args.index("--batch-size") + 1])
             * int(args[args.index("--seq-len") + 1]))
-print(training.check_tokens_seen(solution))
+print(check_training.check_tokens_seen(solution))
 print(f"{solution:,} tokens: {solution / len(data.train):.2f} passes over the training split; "
       f"DeepSeek-V3 saw 14.8T, {14.8e12 / solution:,.0f}× more")
 
@@ -624,12 +625,12 @@ print(f"{solution:,} tokens: {solution / len(data.train):.2f} passes over the tr
 # %%
 my_answer = ...  # your expression here
 
-training.check_concentrated_domain(my_answer)
+check_training.check_concentrated_domain(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 entropy = torch.special.entr(frac).sum(-1).mean(0)  # (domains,); entr(p) = -p ln p, 0 for p = 0
 solution = DOMAINS[int(entropy.argmin())]
-print(training.check_concentrated_domain(solution))
+print(check_training.check_concentrated_domain(solution))
 for name, h in zip(DOMAINS, entropy.tolist(), strict=True):
     print(f"{name:<11} {h:.3f} nats (uniform over 16 experts: {math.log(16):.3f}; "
           f"4 fixed experts: {math.log(4):.3f})")

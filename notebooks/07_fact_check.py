@@ -43,15 +43,18 @@ import plotly.graph_objects as go
 import torch
 from IPython.display import Markdown, display
 
+from course import check_claims
 from dsv3_mini import DeepSeekV3, ModelConfig, count_params, preset, seed_everything
 from dsv3_mini.balancing import max_violation, simulate_balancing
+from dsv3_mini.checkpoint import load_model
 from dsv3_mini.data import builtin_dataset
-from dsv3_mini.exercises import fact_check
-from dsv3_mini.fp8 import FORMATS, apply_fp8, fake_quantize, fp8_matmul, relative_error
+from dsv3_mini.fp8 import FORMATS, apply_fp8, fake_quantize, relative_error, rounding_limit
+from dsv3_mini.fp8_gemm import fp8_matmul
 from dsv3_mini.generate import generate, speculative_generate
 from dsv3_mini.interop import to_transformers
 from dsv3_mini.kv_cache import bytes_per_token, elements_per_token_per_layer, naive_mla_bytes_per_token
-from dsv3_mini.train import TrainConfig, evaluate, load_model, train
+from dsv3_mini.train import TrainConfig, evaluate, train
+from widgets.palette import OKABE_ITO
 
 # one torch thread: the matrices here are small, and extra threads only add overhead on a shared CPU
 _ = seed_everything(0, threads=1)  # the same numbers on every run
@@ -60,7 +63,6 @@ CHECKPOINT = Path("../checkpoints/mini")  # the shipped mini run (lesson 6; `mak
 N_PROMPTS = 8  # validation prompts for speculative decoding; raise for a steadier acceptance rate
 PROMPT_LEN, N_NEW = 48, 32  # bytes of each prompt, tokens generated after it
 FP8_STEPS = 50  # steps of each short tiny training run in the FP8 section; raise for a longer run
-OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"]
 
 ROWS = []  # one dict per claim; the table at the end is built from them
 
@@ -288,7 +290,7 @@ print(f"greedy {seconds['greedy']:.2f} s, speculative {seconds['speculative']:.2
 
 # %%
 e4m3 = FORMATS["e4m3"]
-u = 2.0 ** -(e4m3.mantissa_bits + 1)
+u = rounding_limit(e4m3)  # half an ulp: 2^-(mantissa bits + 1)
 g = torch.Generator().manual_seed(0)
 x = torch.randn(256, 1024, generator=g)  # activations: 256 tokens × 1024 channels
 tile_err = relative_error(x, fake_quantize(x, "tile"))
@@ -514,7 +516,7 @@ display(Markdown("\n".join(lines)))
 # ## Exercises
 #
 # Each exercise cell starts with `my_answer = ...`. Replace the `...` with an expression, run the cell, and the
-# checker from `dsv3_mini.exercises.fact_check` compares it with what the library computes. A collapsed solution
+# checker from `course.check_claims` compares it with what the library computes. A collapsed solution
 # follows each exercise.
 
 # %% [markdown]
@@ -524,11 +526,11 @@ display(Markdown("\n".join(lines)))
 # %%
 my_answer = ...  # your expression here
 
-fact_check.check_kv_reduction(my_answer)
+check_claims.check_kv_reduction(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = 1 - bytes_per_token(v3) / naive_mla_bytes_per_token(v3)
-print(fact_check.check_kv_reduction(solution))
+print(check_claims.check_kv_reduction(solution))
 print(f"1 − {bytes_per_token(v3):,} / {naive_mla_bytes_per_token(v3):,} = {solution:.4f}")
 
 # %% [markdown]
@@ -538,11 +540,11 @@ print(f"1 − {bytes_per_token(v3):,} / {naive_mla_bytes_per_token(v3):,} = {sol
 # %%
 my_answer = ...  # your expression here
 
-fact_check.check_tokens_per_forward(my_answer)
+check_claims.check_tokens_per_forward(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = 1 + 0.85  # one token for sure, plus the draft 85% of the time
-print(fact_check.check_tokens_per_forward(solution))
+print(check_claims.check_tokens_per_forward(solution))
 print(f"ours: {acceptance:.1%} acceptance -> {1 + acceptance:.3f}; measured {tpf:.3f} "
       "(the prefill and the cut-off last step pull it down)")
 
@@ -554,12 +556,12 @@ print(f"ours: {acceptance:.1%} acceptance -> {1 + acceptance:.3f}; measured {tpf
 # %%
 my_answer = ...  # your expression here
 
-fact_check.check_mha_reduction(my_answer)
+check_claims.check_mha_reduction(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
 solution = 1 - bytes_per_token(v3) / bytes_per_token(v3.replace(attention="mha", head_dim=128))
-print(fact_check.check_mha_reduction(solution))
-print(f"{solution:.1%} vs MHA of the same shape, {fact_check.kv_reduction_vs_naive():.1%} vs the "
+print(check_claims.check_mha_reduction(solution))
+print(f"{solution:.1%} vs MHA of the same shape, {check_claims.kv_reduction_vs_naive():.1%} vs the "
       f"naive MLA cache (its keys are {v3.qk_head_dim} wide), {as_deployed:.1%} in the V2 report's "
       "comparison: three baselines, three numbers")
 
@@ -567,16 +569,16 @@ print(f"{solution:.1%} vs MHA of the same shape, {fact_check.kv_reduction_vs_nai
 # **Exercise 4.** Which of these claims can the course *not* check at mini scale? Answer with its key.
 
 # %%
-for key, text in fact_check.CLAIM_TEXT.items():
+for key, text in check_claims.CLAIM_TEXT.items():
     print(f"{key!r:14} {text}")
 
 # %%
 my_answer = ...  # your expression here, e.g. "parameters"
 
-fact_check.check_uncheckable(my_answer)
+check_claims.check_uncheckable(my_answer)
 
 # %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
-print(fact_check.check_uncheckable("perplexity"))
+print(check_claims.check_uncheckable("perplexity"))
 print("Counts follow from the configuration (exact at full size); exactness holds at any size; "
       "the perplexity gap is a property of two trained 1B models, which we cannot train here.")
 

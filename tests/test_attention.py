@@ -131,3 +131,12 @@ def test_auto_mla_is_naive_without_a_cache_and_absorbed_with_one():
             steps[name] = torch.cat([model(tokens[:, i:i + 1], cache=cache).logits for i in range(9)], dim=1)
     assert torch.equal(steps["auto"], steps["absorbed"])
     assert not torch.equal(steps["auto"], steps["naive"])
+
+
+@pytest.mark.parametrize("attention", ["mla", "mha", "gqa"])
+def test_rotary_tables_for_a_model_rotate_the_right_width(attention):
+    cfg = preset("tiny").replace(attention=attention, num_key_value_heads=2)
+    rope = RotaryEmbedding.for_model(cfg)
+    width = cfg.qk_rope_head_dim if attention == "mla" else cfg.std_head_dim
+    assert rope.cos.shape == (cfg.max_position_embeddings, width // 2)
+    assert torch.equal(rope.cos, DeepSeekV3(cfg).rope.cos)

@@ -7,10 +7,11 @@ from dsv3_mini.balancing import (
     aux_loss,
     max_violation,
     proportional_update,
+    router_gradients,
     sequence_balance_loss,
+    sign_update,
     simulate_balancing,
     skewed_router,
-    update_bias,
 )
 
 ROUTER = preset("tiny").replace(hidden_size=32, n_routed_experts=16, num_experts_per_tok=2, n_group=4, topk_group=2)
@@ -18,10 +19,10 @@ ROUTER = preset("tiny").replace(hidden_size=32, n_routed_experts=16, num_experts
 
 def test_sign_rule_moves_overloaded_down_and_underloaded_up():
     bias = torch.zeros(4)
-    new = update_bias(bias, torch.tensor([10, 2, 4, 4]), speed=0.001)  # mean 5
+    new = sign_update(bias, torch.tensor([10, 2, 4, 4]), speed=0.001)  # mean 5
     torch.testing.assert_close(new, torch.tensor([-0.001, 0.001, 0.001, 0.001]))
-    assert torch.equal(bias, torch.zeros(4)), "update_bias returns a new tensor and leaves its argument alone"
-    torch.testing.assert_close(update_bias(new, torch.tensor([3, 3, 3, 3]), 0.001), new)  # balanced: no move
+    assert torch.equal(bias, torch.zeros(4)), "sign_update returns a new tensor and leaves its argument alone"
+    torch.testing.assert_close(sign_update(new, torch.tensor([3, 3, 3, 3]), 0.001), new)  # balanced: no move
 
 
 def test_proportional_variant_scales_with_violation():
@@ -91,7 +92,7 @@ def test_bias_update_runs_once_per_step_on_all_micro_batches():
     before = [m.gate.bias.clone() for m in model.moe_layers()]
     vios = apply_bias_update(model)
     for b, e, m, v in zip(before, expected, model.moe_layers(), vios, strict=True):
-        torch.testing.assert_close(m.gate.bias, update_bias(b, e, 0.01))
+        torch.testing.assert_close(m.gate.bias, sign_update(b, e, 0.01))
         assert v == pytest.approx(max_violation(e))
         assert m.step_counts.sum() == 0
     assert len(vios) == len(model.moe_layers()) == 3  # two main MoE layers and the MTP module's
@@ -142,6 +143,27 @@ def test_simulation_routes_each_step_as_the_router_forward_does(policy):
         counts = router(x).counts
         assert torch.equal(counts.float(), history.load[step])
         if policy == "loss-free" and step + 1 < steps:
-            assert torch.equal(update_bias(history.bias[step], counts, 5e-3), history.bias[step + 1])
+            assert torch.equal(sign_update(history.bias[step], counts, 5e-3), history.bias[step + 1])
     if policy == "loss-free":
         assert not torch.equal(history.bias[-1], history.bias[0])
+
+
+@pytest.mark.parametrize("policy", ["aux-loss", "loss-free"])
+def test_router_gradients_split_the_total_gradient_into_its_two_sources(policy):
+    torch.manual_seed(0)
+    model = DeepSeekV3(preset("tiny").replace(balance=policy, aux_loss_alpha=0.01)).train()
+    tokens = torch.randint(0, 256, (2, 33))
+    g_lm, g_bal, value = router_gradients(model, tokens[:, :-1], tokens[:, 1:])
+    out = model(tokens[:, :-1], targets=tokens[:, 1:])
+    total = torch.cat([g.flatten() for g in torch.autograd.grad(out.loss, [m.gate.weight for m in model.moe_layers()])])
+    torch.testing.assert_close(g_lm + g_bal, total)
+    assert value is not None and float(value) == float(out.balance_loss)
+    assert g_bal.abs().sum() > 0 and all(m.gate.bias.grad is None for m in model.moe_layers())
+
+
+def test_router_gradients_without_a_balance_term_are_zero():
+    torch.manual_seed(0)
+    model = DeepSeekV3(preset("tiny").replace(balance="none")).train()
+    tokens = torch.randint(0, 256, (2, 17))
+    g_lm, g_bal, value = router_gradients(model, tokens[:, :-1], tokens[:, 1:])
+    assert value is None and torch.count_nonzero(g_bal) == 0 and g_lm.abs().sum() > 0

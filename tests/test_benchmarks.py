@@ -10,15 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import run_all as bench
+from dsv3_mini import flops, preset
+
 ROOT = Path(__file__).resolve().parents[1]
-RUN_ALL = ROOT / "benchmarks" / "run_all.py"
 CHEAP = ["moe_dispatch", "decoding", "repro_mtp"]  # a timing, a model-level and a training-run item
 ROW_KEYS = {"item", "ours", "baseline", "goal", "met", "note"}
 
 
 def run_all(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(RUN_ALL), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "benchmarks.run_all", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -74,34 +76,39 @@ def test_unknown_item_is_refused_by_name(tmp_path):
     assert not (tmp_path / "bench.json").exists()
 
 
-def _run_all_module():
-    sys.path.insert(0, str(RUN_ALL.parent))
-    try:
-        import run_all
-    finally:
-        sys.path.remove(str(RUN_ALL.parent))
-    return run_all
-
-
 def test_readme_shows_the_committed_complete_run():
     """The README's table is the one the committed bench.json renders to, from a complete full run, dated."""
-    run_all = _run_all_module()
     results = json.loads((ROOT / "benchmarks" / "results" / "bench.json").read_text())
     assert results["complete"] is True and results["quick"] is False and results["total_seconds"] > 0
     readme = (ROOT / "README.md").read_text()
-    assert run_all.readme_block(results) in readme
+    assert bench.readme_block(results) in readme
     assert results["date"] in readme and results["machine"]["cpu"] in readme
 
 
 def test_only_a_complete_full_run_rewrites_the_readme(tmp_path):
-    run_all = _run_all_module()
     results = json.loads((ROOT / "benchmarks" / "results" / "bench.json").read_text())
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{run_all.README_BEGIN}\nold table\n{run_all.README_END}\noutro\n")
-    assert not run_all.update_readme({**results, "quick": True}, readme)
-    assert not run_all.update_readme({**results, "complete": False}, readme)
+    readme.write_text(f"intro\n{bench.README_BEGIN}\nold table\n{bench.README_END}\noutro\n")
+    assert not bench.update_readme({**results, "quick": True}, readme)
+    assert not bench.update_readme({**results, "complete": False}, readme)
     assert "old table" in readme.read_text()
-    assert run_all.update_readme(results, readme)
+    assert bench.update_readme(results, readme)
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("\noutro\n") and "old table" not in text
     assert "### Performance" in text and "# dsv3-mini benchmarks" not in text
+
+
+def test_readme_flop_numbers_are_the_library_s():
+    """benchmarks/README.md's worked example for "mini" at 12 × 256 is what dsv3_mini.flops computes."""
+    cfg = preset("mini")
+    step, no_mtp = flops.training_step_flops(cfg, 12, 256), flops.training_step_flops(cfg, 12, 256, mtp=False)
+    numbers = {"N_matmul": step.main_matmul_params, "attention per layer": flops.attention_matmul_params(cfg),
+               "dense FFN": flops.ffn_matmul_params(cfg, moe=False),
+               "active MoE": flops.ffn_matmul_params(cfg, moe=True),
+               "head": cfg.hidden_size * cfg.vocab_size, "MTP module": step.mtp_matmul_params,
+               "attention FLOPs per token per layer": flops.attention_fwd_flops_per_token(cfg, 256)}
+    text = " ".join((ROOT / "benchmarks" / "README.md").read_text().split())
+    for what, n in numbers.items():
+        assert f"{n:,}" in text, (what, n)
+    assert f"{step.total / 1e9:.1f} GFLOP, {step.per_token / 1e6:.1f} MFLOP per token" in text
+    assert f"({no_mtp.per_token / 1e6:.1f} without MTP)" in text

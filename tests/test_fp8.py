@@ -1,7 +1,6 @@
-"""Tests for dsv3_mini.fp8: fine-grained FP8 quantisation, the simulated FP8 GEMM and FP8Linear."""
+"""Tests for dsv3_mini.fp8, the FP8 training path: formats, fine-grained quantisation, FP8Linear and apply_fp8."""
 
 import math
-import time
 
 import pytest
 import torch
@@ -9,19 +8,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from dsv3_mini import DeepSeekV3, preset
 from dsv3_mini.fp8 import (
+    ACTIVATION_TILE,
     FORMATS,
+    WEIGHT_BLOCK,
     FP8Linear,
+    apply_fp8,
     cast_unscaled,
     dequantize,
     elementwise_relative_error,
     fake_quantize,
     fp8_linear,
-    fp8_matmul,
+    get_format,
     quantize,
     relative_error,
     resolve_block,
-    round_mantissa,
+    rounding_limit,
+    scale_grid_shape,
     snr_db,
     tile_error_map,
 )
@@ -87,6 +91,32 @@ def test_scale_is_block_amax_over_format_max(fmt):
         for j in range(scale.shape[1]):
             amax = x[i * 64 : (i + 1) * 64, j * 96 : (j + 1) * 96].abs().max()
             assert scale[i, j].item() == pytest.approx(amax.item() / FORMATS[fmt].max, rel=1e-6)
+
+
+def test_v3_granularities_are_one_scale_per_1x128_tile_and_128x128_block():
+    assert ACTIVATION_TILE == (1, 128) and WEIGHT_BLOCK == (128, 128)
+    assert resolve_block("tile", (512, 512)) == ACTIVATION_TILE
+    assert resolve_block("block", (512, 512)) == WEIGHT_BLOCK
+    assert scale_grid_shape((256, 512)) == (256, 4)  # the default block is the activation tile
+    layer = FP8Linear(256, 256)
+    assert layer.act_block == ACTIVATION_TILE and layer.weight_block == WEIGHT_BLOCK
+
+
+def test_rounding_limit_is_half_an_ulp_of_the_mantissa():
+    assert rounding_limit("e4m3") == 0.0625  # 2^-4: 3 mantissa bits
+    assert rounding_limit("e5m2") == 0.125  # 2^-3: 2 mantissa bits
+    assert rounding_limit(get_format("e4m3")) == 0.0625
+    with pytest.raises(ValueError, match="fmt='fp8' is not one of"):
+        rounding_limit("fp8")
+
+
+@pytest.mark.parametrize("fmt", ["e4m3", "e5m2"])
+def test_rounding_limit_bounds_the_error_of_values_near_their_tiles_amax(fmt):
+    """Values within a factor 8 of the amax stay normal after scaling, so only rounding (<= half an ulp) hits them."""
+    x = torch.linspace(1.0, 8.0, 1280).reshape(10, 128)
+    err = elementwise_relative_error(x, fake_quantize(x, "tile", fmt))
+    assert err.max().item() <= rounding_limit(fmt)
+    assert err.max().item() > rounding_limit(fmt) / 2  # and the bound is nearly reached
 
 
 # --- round-trip error bound (hypothesis) --------------------------------------------------------
@@ -251,81 +281,12 @@ def test_unknown_format_raises_value_error_naming_fmt():
         FP8Linear(8, 8, fmt="fp8")
 
 
-def test_bad_matmul_options_raise_value_error_naming_them():
-    a, b = torch.randn(4, 256), torch.randn(8, 256)
-    with pytest.raises(ValueError, match="accumulator="):
-        fp8_matmul(a, b, accumulator="fp16")
-    with pytest.raises(ValueError, match="promote_every="):
-        fp8_matmul(a, b, accumulator="limited", promote_every=126)  # not a multiple of chunk=4
-    with pytest.raises(ValueError, match="bits="):
-        round_mantissa(a, 30)
-
 
 def test_mismatched_scale_shape_raises_value_error():
     q, scale = quantize(torch.randn(4, 256), "tile")
     with pytest.raises(ValueError, match="scale"):
         dequantize(q, scale, "block")
 
-
-# --- limited-precision accumulation and the FP8 GEMM --------------------------------------------
-
-
-def test_round_mantissa_to_7_bits_matches_bfloat16_rounding():
-    # bfloat16 is float32 with 7 mantissa bits and round-to-nearest-even: an independent reference.
-    x = torch.randn(10_000) * torch.exp2(torch.randint(-20, 20, (10_000,)).float())
-    x = torch.cat([x, torch.tensor([1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8), 0.0])])  # exact ties
-    assert torch.equal(round_mantissa(x, 7), x.to(torch.bfloat16).float())
-    assert torch.equal(round_mantissa(x, 23), x)
-
-
-def test_round_mantissa_truncate_rounds_toward_zero_within_one_ulp():
-    x = torch.randn(10_000)
-    y = round_mantissa(x, 14, "truncate")
-    assert torch.all(y.abs() <= x.abs())
-    assert torch.all((x - y).abs() < x.abs() * 2.0**-14)
-    assert torch.equal(round_mantissa(y, 14, "truncate"), y)
-
-
-def test_fp8_matmul_is_a_linear_layout_product_close_to_exact():
-    a, w = torch.randn(48, 640), torch.randn(96, 640)  # a (M, K), w (N, K) like nn.Linear.weight
-    out = fp8_matmul(a, w)
-    exact = a @ w.T
-    assert out.shape == (48, 96)
-    err = relative_error(exact, out)
-    assert 1e-3 < err < 0.06  # really quantised, and only a few percent off
-
-
-def test_limited_accumulator_with_23_bits_matches_fp32_accumulation():
-    a, w = torch.randn(16, 1024), torch.randn(24, 1024)
-    ref = fp8_matmul(a, w, accumulator="fp32")
-    out = fp8_matmul(a, w, accumulator="limited", accumulator_bits=23, promote_every=None)
-    assert relative_error(ref, out) < 1e-5
-
-
-@pytest.mark.parametrize("rounding", ["truncate", "nearest"])
-def test_promotion_every_128_beats_no_promotion_at_k_4096(rounding):
-    a, w = torch.rand(32, 4096), torch.rand(32, 4096)
-    ref = fp8_matmul(a, w, accumulator="fp32")  # isolates the accumulation error
-    no_promo = fp8_matmul(a, w, accumulator="limited", promote_every=None, rounding=rounding)
-    promo = fp8_matmul(a, w, accumulator="limited", promote_every=128, rounding=rounding)
-    assert relative_error(ref, no_promo) > 4 * relative_error(ref, promo)
-
-
-def test_error_without_promotion_grows_with_k():
-    errors = []
-    for k in (256, 4096):
-        a, w = torch.rand(32, k), torch.rand(32, k)
-        ref = fp8_matmul(a, w)
-        errors.append(relative_error(ref, fp8_matmul(a, w, accumulator="limited", promote_every=None)))
-    assert errors[1] > 4 * errors[0]
-    assert errors[1] > 5e-3  # the report's "nearly 2%" regime, not a rounding-noise effect
-
-
-def test_limited_fp8_matmul_is_fast_enough_for_a_widget():
-    a, w = torch.randn(256, 1024), torch.randn(256, 1024)
-    start = time.perf_counter()
-    fp8_matmul(a, w, accumulator="limited", promote_every=None)
-    assert time.perf_counter() - start < 2.0
 
 
 # --- FP8Linear ----------------------------------------------------------------------------------
@@ -384,15 +345,10 @@ def test_metrics_on_known_values():
     torch.testing.assert_close(err, torch.tensor([0.25, 0.0, 1e-3]))
 
 
-# ---------------------------------------------------------------------------
-# The model switch
-# ---------------------------------------------------------------------------
+# --- the model switch ---------------------------------------------------------------------------
 
 
 def test_apply_fp8_converts_linear_layers_and_keeps_sensitive_parts():
-    from dsv3_mini import DeepSeekV3, preset
-    from dsv3_mini.fp8 import apply_fp8
-
     model = DeepSeekV3(preset("tiny"))
     params_before = {n: p for n, p in model.named_parameters()}
     converted = apply_fp8(model)
@@ -406,9 +362,6 @@ def test_apply_fp8_converts_linear_layers_and_keeps_sensitive_parts():
 
 
 def test_fp8_model_is_close_to_full_precision_but_not_equal():
-    from dsv3_mini import DeepSeekV3, preset
-    from dsv3_mini.fp8 import apply_fp8
-
     torch.manual_seed(0)
     model = DeepSeekV3(preset("tiny")).eval()
     tokens = torch.randint(0, 256, (2, 16))
@@ -421,9 +374,6 @@ def test_fp8_model_is_close_to_full_precision_but_not_equal():
 
 
 def test_fp8_model_trains():
-    from dsv3_mini import DeepSeekV3, preset
-    from dsv3_mini.fp8 import apply_fp8
-
     torch.manual_seed(0)
     model = DeepSeekV3(preset("tiny"))
     apply_fp8(model)
@@ -434,8 +384,5 @@ def test_fp8_model_trains():
 
 
 def test_apply_fp8_rejects_an_unknown_format():
-    from dsv3_mini import DeepSeekV3, preset
-    from dsv3_mini.fp8 import apply_fp8
-
     with pytest.raises(ValueError, match="fmt="):
         apply_fp8(DeepSeekV3(preset("tiny")), fmt="e3m4")

@@ -2,7 +2,12 @@ import pytest
 import torch
 
 from dsv3_mini import DeepSeekV3, preset
-from dsv3_mini.kv_cache import bytes_per_token, elements_per_token_per_layer, naive_mla_bytes_per_token
+from dsv3_mini.kv_cache import (
+    bytes_per_token,
+    elements_per_token_per_layer,
+    formula_and_measured_bytes,
+    naive_mla_bytes_per_token,
+)
 
 
 def test_deepseek_v3_cache_sizes():
@@ -35,6 +40,25 @@ def test_real_cache_holds_exactly_the_computed_bytes(changes):
             model(torch.randint(0, cfg.vocab_size, (1, 1)), cache=cache)
     assert len(cache) == 12
     assert cache.nbytes() == 12 * bytes_per_token(cfg, dtype_bytes=4)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [({}, 3840), ({"attention": "mha"}, 12288), ({"attention": "gqa", "num_key_value_heads": 2}, 6144),
+     ({"attention": "mqa"}, 3072)],
+)
+def test_formula_and_measured_bytes_agree_on_the_tiny_model(changes, expected):
+    """8 tokens x 3 layers x 4 bytes x numbers per layer: MLA 32 + 8, MHA 2·4·16, GQA 2·2·16, MQA 2·16."""
+    cfg = preset("tiny").replace(**changes)
+    model = DeepSeekV3(cfg).eval()
+    tokens = torch.randint(0, cfg.vocab_size, (1, 8))
+    assert formula_and_measured_bytes(model, tokens) == (expected, expected)
+
+
+def test_formula_and_measured_bytes_use_the_models_dtype():
+    model = DeepSeekV3(preset("tiny")).to(torch.bfloat16).eval()
+    tokens = torch.randint(0, 256, (2, 4))
+    assert formula_and_measured_bytes(model, tokens) == (2 * 4 * 3 * 40 * 2,) * 2  # batch 2, 4 tokens, bf16
 
 
 def test_bad_dtype_bytes_is_rejected():

@@ -138,3 +138,15 @@ def test_moe_gradients_are_bitwise_repeatable_on_two_threads():
         grads.append((xi.grad.clone(), moe.w1.grad.clone()))
     for g in grads[1:]:
         assert torch.equal(g[0], grads[0][0]) and torch.equal(g[1], grads[0][1])
+
+
+def test_routing_remembers_the_shape_its_tokens_came_in():
+    cfg = preset("tiny")
+    router = Router(cfg)
+    x = torch.randn(2, 3, cfg.hidden_size)
+    assert router(x).tokens_shape == (2, 3)
+    assert router(x.view(6, -1)).tokens_shape == (6,)
+    assert torch.equal(router(x).indices, router(x.view(6, -1)).indices)
+    moe = MoE(cfg)
+    moe(x)
+    assert moe.last_routing.tokens_shape == (2, 3)

@@ -46,3 +46,26 @@ def test_model_package_imports_no_notebook_libraries():
         text = path.read_text()
         for lib in ("plotly", "ipywidgets", "IPython", "jupyter"):
             assert not re.search(rf"^\s*(import|from) {lib}\b", text, flags=re.M), f"{path.name} imports {lib}"
+
+
+def _where_is() -> str:
+    return (ROOT / "README.md").read_text().split("## Where is …?", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_map_names_every_module_and_only_real_paths():
+    """The README's "Where is …?" table answers by question; every module of the three packages is in it."""
+    where = _where_is()
+    for package in ("dsv3_mini", "widgets", "course"):
+        for path in sorted((ROOT / package).glob("*.py")):
+            if path.name != "__init__.py":
+                assert f"`{package}/{path.name}`" in where, f"README's map does not mention {package}/{path.name}"
+    for named in re.findall(r"`((?:dsv3_mini|widgets|course|benchmarks|notebooks|tests)/[\w./]+)`", where):
+        assert (ROOT / named).exists(), f"README's map names {named}, which does not exist"
+
+
+def test_package_docstring_lists_every_module():
+    import dsv3_mini
+
+    for path in sorted((ROOT / "dsv3_mini").glob("*.py")):
+        if path.name != "__init__.py":
+            assert f"``{path.stem}``" in dsv3_mini.__doc__, f"dsv3_mini's docstring does not list {path.stem}"

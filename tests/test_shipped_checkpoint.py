@@ -15,8 +15,9 @@ import torch
 
 from dsv3_mini import DeepSeekV3, seed_everything
 from dsv3_mini.analysis import domain_expert_mutual_information, routing_by_domain
+from dsv3_mini.checkpoint import load_model
 from dsv3_mini.data import builtin_dataset
-from dsv3_mini.train import evaluate, load_model
+from dsv3_mini.train import evaluate
 
 RUN = Path(__file__).resolve().parents[1] / "checkpoints" / "mini"
 MAX_BYTES = 20 * 2**20

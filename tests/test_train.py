@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from dsv3_mini import DeepSeekV3, preset, seed_everything
+from dsv3_mini.checkpoint import load_model, read_checkpoint
 from dsv3_mini.data import builtin_dataset
-from dsv3_mini.train import TrainConfig, evaluate, learning_rate, load_model, read_checkpoint, train
+from dsv3_mini.train import TrainConfig, evaluate, learning_rate, make_optimizer, train, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"preset": "tiny", "batch_size": 4, "seq_len": 64, "eval_every": 8, "eval_batches": 2, "log_every": 4,
@@ -47,6 +49,23 @@ def test_resume_continues_exactly(tmp_path, dataset):
     assert losses(resumed.history) == losses(straight.history)
     for (k, v), (_, w) in zip(resumed.model.state_dict().items(), straight.model.state_dict().items(), strict=True):
         assert torch.equal(v, w), k
+
+
+def test_train_step_is_the_loops_body(dataset):
+    """train() is train_step on the batches of the run's generator: the same weights and logged numbers, bit for bit."""
+    tc = TrainConfig(**SMALL, steps=6)
+    result = train(tc, progress=False, dataset=dataset)
+    seed_everything(tc.seed, tc.threads)
+    model = DeepSeekV3(tc.model_config()).train()
+    opt, generator = make_optimizer(model, tc), torch.Generator().manual_seed(tc.seed)
+    for step in range(1, tc.steps + 1):
+        tokens, targets, _ = dataset.get_batch("train", tc.batch_size, tc.seq_len, generator)
+        s = train_step(model, opt, tokens, targets, tc, step)
+    last = [r for r in result.history if r["split"] == "train"][-1]
+    assert (last["loss"], last["lr"], last["grad_norm"], last["max_vio"]) == (
+        s.output.main_loss.item(), s.lr, s.grad_norm, s.max_vio)
+    for k, v in result.model.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
 
 
 def test_checkpoint_is_safetensors_with_json_and_loads_without_pickle(tmp_path, dataset):
@@ -128,8 +147,6 @@ def test_cli_interrupt_keeps_a_usable_checkpoint(tmp_path):
 
 
 def test_evaluate_reports_mtp_and_global_max_violation(dataset):
-    from dsv3_mini import DeepSeekV3, preset
-
     out = evaluate(DeepSeekV3(preset("tiny")), dataset, batch_size=4, seq_len=64, max_batches=2)
     assert out["loss"] > 0 and len(out["mtp_losses"]) == 1 and len(out["max_vio_global"]) == 2
 

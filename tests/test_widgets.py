@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from dsv3_mini import DeepSeekV3, preset
-from dsv3_mini.balancing import max_violation, simulate_balancing, skewed_router, update_bias
+from dsv3_mini.balancing import max_violation, sign_update, simulate_balancing, skewed_router
 from dsv3_mini.config import ModelConfig
-from dsv3_mini.fp8 import FORMATS, elementwise_relative_error, fake_quantize, fp8_matmul, relative_error
+from dsv3_mini.fp8 import FORMATS, elementwise_relative_error, fake_quantize, relative_error
+from dsv3_mini.fp8_gemm import fp8_matmul
 from dsv3_mini.kv_cache import bytes_per_token, cache_bytes, naive_mla_bytes_per_token
 from dsv3_mini.moe import Router
 from widgets import BiasBalancingWidget, FP8TileWidget, KVCacheWidget, RouterLoadWidget
@@ -41,7 +42,7 @@ def assert_same_figure(before, after):
 def _expected_routing(cfg, skew, strength, tokens=256):
     router, x = skewed_router(cfg, tokens, skew, seed=0)
     with torch.no_grad():
-        router.bias.copy_(update_bias(router.bias, router(x).counts, strength))
+        router.bias.copy_(sign_update(router.bias, router(x).counts, strength))
         return router(x)
 
 

@@ -1,4 +1,4 @@
-"""Shared machinery of the course widgets: palette, fonts, the error line, redraw and the static (kernel-free) figure.
+"""Shared machinery of the course widgets: fonts, the error line, redraw and the static (kernel-free) figure.
 
 Every widget is an ``ipywidgets.VBox`` holding its controls, an HTML status line (``.message``) and one plotly
 ``go.FigureWidget`` (``.figure``). A control change recomputes a *state* with ``dsv3_mini`` and writes it into the
@@ -19,10 +19,8 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-# Okabe & Ito (2008), colour-blind safe; ordered so that the low-contrast yellow comes late.
-OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
-BLUE, ORANGE, GREEN, PURPLE, SKY, VERMILLION, YELLOW, BLACK = OKABE_ITO
-GREY = "#7F7F7F"
+from .palette import VERMILLION
+
 FONT_SIZE = 16  # axis labels and ticks; readable on a projector
 WIDGET_WIDTH = 1000  # px; a FigureWidget inside a container does not size itself to the cell (it would be 700)
 TITLE_SIZE = 18
@@ -31,12 +29,6 @@ _CSS = (
     "<style>.dsv3-widget .widget-label, .dsv3-widget .widget-readout, .dsv3-widget select, "
     ".dsv3-widget .widget-html-content {font-size: 15px;}</style>"
 )
-
-
-def group_colors(n_experts: int, n_group: int) -> list[str]:
-    """One Okabe-Ito colour per expert group (colours repeat beyond 8 groups)."""
-    per = max(1, n_experts // max(1, n_group))
-    return [OKABE_ITO[(i // per) % len(OKABE_ITO)] for i in range(n_experts)]
 
 
 def base_layout(height: int, title: str = "", **extra: Any) -> dict[str, Any]:

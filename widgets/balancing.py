@@ -13,7 +13,8 @@ from plotly.subplots import make_subplots
 from dsv3_mini.balancing import BalanceHistory, simulate_balancing
 from dsv3_mini.config import ModelConfig, preset
 
-from ._common import BLACK, BLUE, VERMILLION, PlotWidget, base_layout, f32, group_colors, slider_style
+from ._common import PlotWidget, base_layout, f32, slider_style
+from .palette import BLACK, BLUE, VERMILLION, group_colors
 
 POLICIES = ("loss-free", "aux-loss", "none")
 DEFAULT_CONFIG = preset("tiny").replace(n_routed_experts=16, num_experts_per_tok=4, n_group=4, topk_group=2)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from functools import lru_cache
 from typing import Any
 
 import ipywidgets as ipw
@@ -11,9 +11,11 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from dsv3_mini.fp8 import FORMATS, elementwise_relative_error, fake_quantize, fp8_matmul, relative_error
+from dsv3_mini.fp8 import elementwise_relative_error, fake_quantize, rounding_limit
+from dsv3_mini.fp8_gemm import gemm_errors
 
-from ._common import BLACK, BLUE, GREY, ORANGE, VERMILLION, PlotWidget, base_layout, f32, slider_style, wide
+from ._common import PlotWidget, base_layout, f32, slider_style, wide
+from .palette import BLACK, BLUE, GREY, ORANGE, VERMILLION
 
 GRANULARITIES = {  # label -> block argument of dsv3_mini.fp8
     "per tensor": "tensor",
@@ -30,20 +32,10 @@ Z_MIN = -3.0  # heatmap colour range in log10(relative error): 0.1% .. 100%
 DARK, LIGHT = "#0B1F4D", "#8DB3D6"  # errors within FP8 rounding: blues; beyond it: Okabe-Ito orange -> vermillion
 
 
-def rounding_limit(fmt: str) -> float:
-    """Largest relative error of round-to-nearest on a normal FP8 number: half an ulp, 2^-(mantissa bits + 1).
-
-    6.25% for E4M3, 12.5% for E5M2. An element above it lost more than FP8 rounding: it fell into the subnormal
-    range or was flushed to zero because its scale is set by a much larger value.
-    """
-    return 2.0 ** -(FORMATS[fmt].mantissa_bits + 1)
-
-
 def error_colorscale(fmt: str) -> list[list[Any]]:
     """Blues up to the format's rounding limit, then a sharp step to orange and vermillion (damage)."""
     t = (np.log10(rounding_limit(fmt)) - Z_MIN) / -Z_MIN
     return [[0.0, DARK], [t, LIGHT], [t + 1e-3, ORANGE], [1.0, VERMILLION]]
-_GEMM_CACHE: OrderedDict[tuple, dict[str, list[float]]] = OrderedDict()
 
 
 def make_matrix(rows: int, cols: int, outlier_size: float, outlier_count: int, seed: int = 0
@@ -67,33 +59,15 @@ def gemm_operands(k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(GEMM_MN, k, generator=g), torch.randn(GEMM_MN, k, generator=g)
 
 
-def gemm_errors(fmt: str, accumulator_bits: int = 14, promote_every: int = 128, seed: int = 0
-                ) -> dict[str, list[float]]:
-    """Relative errors (in %) of ``fp8_matmul`` with V3's scaling (1×128 activation tiles, 128×128 weight blocks)
-    for each K of ``GEMM_K`` (cached; the first call for a setting takes a few hundred ms):
+@lru_cache(maxsize=32)
+def gemm_curves(fmt: str, accumulator_bits: int, promote_every: int, seed: int = 0) -> dict[str, list[float]]:
+    """``dsv3_mini.fp8_gemm.gemm_errors`` in % for the operands of each K of ``GEMM_K``, one list per error.
 
-    - "no_promotion" / "promotion": limited accumulator (``accumulator_bits``, ``promote_every=None`` or the given
-      interval) vs FP32 accumulation of the same FP8 operands: the accumulation error alone;
-    - "quantization": FP32 accumulation of the FP8 operands vs the exact product of the originals.
+    Cached: the first call for a setting takes a few hundred ms.
     """
-    key = (fmt, accumulator_bits, promote_every, seed)
-    if key in _GEMM_CACHE:
-        return _GEMM_CACHE[key]
-    out: dict[str, list[float]] = {"no_promotion": [], "promotion": [], "quantization": []}
-    kw = {"act_block": "tile", "weight_block": "block", "fmt": fmt}
-    for k in GEMM_K:
-        a, b = gemm_operands(k, seed)
-        ref = fp8_matmul(a, b, **kw, accumulator="fp32")
-        lim = {"accumulator": "limited", "accumulator_bits": accumulator_bits}
-        promoted = fp8_matmul(a, b, **kw, **lim, promote_every=promote_every)
-        plain = fp8_matmul(a, b, **kw, **lim, promote_every=None)
-        out["no_promotion"].append(100 * relative_error(ref, plain))
-        out["promotion"].append(100 * relative_error(ref, promoted))
-        out["quantization"].append(100 * relative_error(a @ b.T, ref))
-    _GEMM_CACHE[key] = out
-    if len(_GEMM_CACHE) > 32:
-        _GEMM_CACHE.popitem(last=False)
-    return out
+    errors = [gemm_errors(*gemm_operands(k, seed), fmt=fmt, accumulator_bits=accumulator_bits,
+                          promote_every=promote_every) for k in GEMM_K]
+    return {name: [100 * e[name] for e in errors] for name in errors[0]}
 
 
 class FP8TileWidget(PlotWidget):
@@ -101,10 +75,10 @@ class FP8TileWidget(PlotWidget):
     tensor towards zero, while V3's 1×128 tiles (activations) and 128×128 blocks (weights) confine the damage to
     the outlier's own tile; and why V3 promotes partial sums to FP32 every 128 elements of a GEMM.
 
-    Uses ``dsv3_mini.fp8`` (real ``float8`` casts on the CPU). The matrix is synthetic Gaussian activations with
-    planted outliers; the GEMM panel always uses V3's scaling and outlier-free Gaussian operands, and its 14-bit
-    truncating accumulator is the simulation of ``fp8_matmul``, not measured H800 hardware. ``static_figure()``
-    uses at most a 64 × 256 matrix (smaller than one 128×128 block in rows) to stay under 1 MB.
+    Uses ``dsv3_mini.fp8`` (real ``float8`` casts on the CPU) and ``dsv3_mini.fp8_gemm``. The matrix is synthetic
+    Gaussian activations with planted outliers; the GEMM panel always uses V3's scaling and outlier-free Gaussian
+    operands, and its 14-bit truncating accumulator is the simulation of ``fp8_matmul``, not measured H800 hardware.
+    ``static_figure()`` uses at most a 64 × 256 matrix (smaller than one 128×128 block in rows) to stay under 1 MB.
     """
 
     static_label = "granularity"
@@ -139,7 +113,7 @@ class FP8TileWidget(PlotWidget):
         return self.state["x"]
 
     def compute(self, p: dict[str, Any]) -> dict[str, Any]:
-        gemm = gemm_errors(p["fmt"], p["accumulator_bits"], p["promote_every"], self.seed)
+        gemm = gemm_curves(p["fmt"], p["accumulator_bits"], p["promote_every"], self.seed)
         rows, cols = p["size"]
         x, pos = make_matrix(rows, cols, p["outlier_size"], p["outlier_count"], self.seed)
         x_hat = fake_quantize(x, p["block"], p["fmt"])

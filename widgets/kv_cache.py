@@ -12,9 +12,10 @@ from plotly.subplots import make_subplots
 
 from dsv3_mini import DeepSeekV3
 from dsv3_mini.config import ModelConfig, preset
-from dsv3_mini.kv_cache import bytes_per_token, cache_bytes, naive_mla_bytes_per_token
+from dsv3_mini.kv_cache import bytes_per_token, cache_bytes, formula_and_measured_bytes, naive_mla_bytes_per_token
 
-from ._common import BLUE, GREEN, GREY, ORANGE, PURPLE, SKY, PlotWidget, base_layout, slider_style, torch_threads, wide
+from ._common import PlotWidget, base_layout, slider_style, torch_threads, wide
+from .palette import BLUE, GREEN, GREY, ORANGE, PURPLE, SKY
 
 KINDS = ("mha", "gqa", "mqa", "mla")
 KIND_LABELS = {"mha": "MHA", "gqa": "GQA", "mqa": "MQA", "mla": "MLA"}
@@ -51,9 +52,8 @@ def kv_configs(layers: int, heads: int, head_dim: int, kv_heads: int, d_c: int, 
 
 @lru_cache(maxsize=1)
 def measured_small_caches(tokens: int = MEASURED_TOKENS) -> dict[str, tuple[int, int]]:
-    """{kind: (formula bytes, measured bytes)} for the "tiny" model, ``tokens`` tokens, batch 1, fp32.
-
-    Measured = ``KVCache.nbytes()`` after a real forward pass; formula = tokens × ``bytes_per_token(cfg, 4)``.
+    """{kind: ``formula_and_measured_bytes``} of the "tiny" model of each attention kind, ``tokens`` tokens, batch 1,
+    fp32: formula = tokens × ``bytes_per_token(cfg, 4)``, measured = ``KVCache.nbytes()`` after a real forward pass.
     """
     out = {}
     gen = torch.Generator().manual_seed(0)
@@ -61,10 +61,7 @@ def measured_small_caches(tokens: int = MEASURED_TOKENS) -> dict[str, tuple[int,
         cfg = preset("tiny").replace(attention=kind, num_key_value_heads=2 if kind == "gqa" else None)
         torch.manual_seed(0)
         model = DeepSeekV3(cfg).eval()
-        cache = model.new_cache()
-        with torch.no_grad():
-            model(torch.randint(0, cfg.vocab_size, (1, tokens), generator=gen), cache=cache)
-        out[kind] = (tokens * bytes_per_token(cfg, dtype_bytes=4), cache.nbytes())
+        out[kind] = formula_and_measured_bytes(model, torch.randint(0, cfg.vocab_size, (1, tokens), generator=gen))
     return out
 
 

@@ -10,10 +10,11 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from dsv3_mini.balancing import max_violation, skewed_router, update_bias
+from dsv3_mini.balancing import max_violation, sign_update, skewed_router
 from dsv3_mini.config import ModelConfig, preset
 
-from ._common import BLACK, PlotWidget, base_layout, f32, group_colors, slider_style, wide
+from ._common import PlotWidget, base_layout, f32, slider_style, wide
+from .palette import BLACK, group_colors
 
 
 class RouterLoadWidget(PlotWidget):
@@ -82,7 +83,7 @@ class RouterLoadWidget(PlotWidget):
         if self.hidden_states is not None:
             x = self.hidden_states
         unbiased = router(x)
-        router.bias.copy_(update_bias(router.bias, unbiased.counts, p["bias_strength"]))
+        router.bias.copy_(sign_update(router.bias, unbiased.counts, p["bias_strength"]))
         r = router(x)
         e, g = cfg.n_routed_experts, cfg.n_group
         counts = r.counts.float()

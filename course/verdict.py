@@ -1,4 +1,4 @@
-"""Exercise checkers for the course notebooks: one module per lesson (``dsv3_mini.exercises.tour``, ...).
+"""The verdict every checker returns, and the two comparisons they are built from.
 
 A checker compares a learner's answer with the value the code computes and prints a verdict; a wrong answer gets
 a hint that points at the idea, not the number. Checkers never raise on a wrong answer, so a notebook keeps running.

@@ -2,38 +2,38 @@
 
 import torch
 
+from course import check_attention
 from dsv3_mini import preset
 from dsv3_mini.attention import MLA, decode_step_flops
-from dsv3_mini.exercises import attention
 
 
 def test_gqa_bytes_per_token():
-    assert attention.check_gqa_bytes_per_token(61 * 2 * 8 * 128 * 2)  # 249,856
-    wrong = attention.check_gqa_bytes_per_token(61 * 2 * 128 * 128 * 2)  # MHA: one K/V per query head
+    assert check_attention.check_gqa_bytes_per_token(61 * 2 * 8 * 128 * 2)  # 249,856
+    wrong = check_attention.check_gqa_bytes_per_token(61 * 2 * 128 * 128 * 2)  # MHA: one K/V per query head
     assert not wrong and "Hint" in wrong.message and "KV group" in wrong.message
-    assert "No answer yet" in attention.check_gqa_bytes_per_token(...).message
+    assert "No answer yet" in check_attention.check_gqa_bytes_per_token(...).message
 
 
 def test_mla_numbers_per_layer():
-    assert attention.check_mla_numbers_per_layer(512 + 64)
-    wrong = attention.check_mla_numbers_per_layer(512)  # forgot the RoPE key
+    assert check_attention.check_mla_numbers_per_layer(512 + 64)
+    wrong = check_attention.check_mla_numbers_per_layer(512)  # forgot the RoPE key
     assert not wrong and "RoPE key" in wrong.message
 
 
 def test_equivalent_gqa_groups():
-    assert attention.check_equivalent_gqa_groups(2.25)
-    assert attention.check_equivalent_gqa_groups(576 / 256)
-    wrong = attention.check_equivalent_gqa_groups(4.5)  # forgot that a group caches a key and a value
+    assert check_attention.check_equivalent_gqa_groups(2.25)
+    assert check_attention.check_equivalent_gqa_groups(576 / 256)
+    wrong = check_attention.check_equivalent_gqa_groups(4.5)  # forgot that a group caches a key and a value
     assert not wrong and "key and a value" in wrong.message
 
 
 def test_cheaper_decode_path():
-    assert attention.check_cheaper_decode_path("absorbed")
-    assert attention.check_cheaper_decode_path(" Absorbed ")
-    wrong = attention.check_cheaper_decode_path("naive")
+    assert check_attention.check_cheaper_decode_path("absorbed")
+    assert check_attention.check_cheaper_decode_path(" Absorbed ")
+    wrong = check_attention.check_cheaper_decode_path("naive")
     assert not wrong and "Hint" in wrong.message
-    assert "is not one of" in attention.check_cheaper_decode_path("mla").message
-    assert "No answer yet" in attention.check_cheaper_decode_path(...).message
+    assert "is not one of" in check_attention.check_cheaper_decode_path("mla").message
+    assert "No answer yet" in check_attention.check_cheaper_decode_path(...).message
 
 
 def test_decode_flops_are_counted_from_the_shapes():

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from ..attention import MLA, decode_step_flops
-from ..config import preset
-from ..kv_cache import bytes_per_token, elements_per_token_per_layer
-from . import Verdict, check_choice, check_number
+from dsv3_mini.attention import MLA, decode_step_flops
+from dsv3_mini.config import preset
+from dsv3_mini.kv_cache import bytes_per_token, elements_per_token_per_layer
+
+from .verdict import Verdict, check_choice, check_number
 
 MLA_PATHS = ("naive", "absorbed")
 

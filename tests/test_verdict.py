@@ -1,4 +1,4 @@
-from dsv3_mini.exercises import check_choice, check_number
+from course.verdict import check_choice, check_number
 
 
 def test_check_number_accepts_right_and_hints_on_wrong():
@@ -17,10 +17,10 @@ def test_check_choice():
 
 
 def test_tour_checkers_agree_with_the_report():
-    from dsv3_mini.exercises import tour
+    from course import check_tour
 
-    assert tour.check_routed_expert_params(58 * 256 * 3 * 7168 * 2048)
-    assert tour.check_kv_bytes_per_token(61 * (512 + 64) * 2)
-    assert tour.check_activated_drop(58 * 4 * 3 * 7168 * 2048)
-    wrong = tour.check_kv_bytes_per_token(61 * 512 * 2)
+    assert check_tour.check_routed_expert_params(58 * 256 * 3 * 7168 * 2048)
+    assert check_tour.check_kv_bytes_per_token(61 * (512 + 64) * 2)
+    assert check_tour.check_activated_drop(58 * 4 * 3 * 7168 * 2048)
+    wrong = check_tour.check_kv_bytes_per_token(61 * 512 * 2)
     assert not wrong and "Hint" in wrong.message

@@ -10,9 +10,10 @@ import math
 
 import torch
 
-from ..config import ModelConfig, preset
-from ..moe import Router
-from . import Verdict, check_choice, check_number
+from dsv3_mini.config import ModelConfig, preset
+from dsv3_mini.moe import Router
+
+from .verdict import Verdict, check_choice, check_number
 
 # Exercise 3: the affinities s of one token over 8 experts (the notebook shows the same numbers).
 GATE_SCORES = (0.90, 0.20, 0.75, 0.40, 0.85, 0.10, 0.60, 0.30)

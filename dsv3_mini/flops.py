@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dsv3_mini.config import ModelConfig
-from dsv3_mini.params import attention_params
+from .config import ModelConfig
+from .params import attention_params
 
 
 def attention_matmul_params(cfg: ModelConfig) -> int:

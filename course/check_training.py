@@ -3,7 +3,8 @@
 Each expected value comes from the library or from what the library recorded about the shipped run: the unigram
 baseline that ``dsv3_mini.train.finish`` wrote into ``summary.json`` (``tests/test_shipped_checkpoint.py`` checks it
 equals ``builtin_dataset(seed=0).unigram_baseline()``), the run's own command parsed by the trainer's command-line
-parser, and the routing of the shipped model measured with ``dsv3_mini.analysis.routing_by_domain``.
+parser (``dsv3_mini.train.parse_args``), and the routing of the shipped model measured with
+``dsv3_mini.analysis.routing_by_domain``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from typing import Any
 
 import torch
 
-from ..analysis import routing_by_domain
-from ..data import DOMAINS, builtin_dataset
-from ..train import _parser, load_model
-from . import Verdict, check_choice, check_number
+from dsv3_mini.analysis import routing_by_domain
+from dsv3_mini.checkpoint import load_model
+from dsv3_mini.data import DOMAINS, builtin_dataset
+from dsv3_mini.train import parse_args
 
-RUN = Path(__file__).resolve().parents[2] / "checkpoints" / "mini"
+from .paths import SHIPPED_RUN
+from .verdict import Verdict, check_choice, check_number
+
+RUN = SHIPPED_RUN
 # the settings lesson 6 uses for its heat map: 4 validation batches of 16 windows of 256 bytes
 ROUTING_BATCHES, ROUTING_BATCH_SIZE, ROUTING_SEQ_LEN = 4, 16, 256
 
@@ -38,8 +42,8 @@ def shipped_summary(run: Path = RUN) -> dict[str, Any]:
 def shipped_tokens(run: Path = RUN) -> int:
     """Training tokens the shipped run saw: steps × batch size × sequence length, from its recorded command."""
     command = shlex.split(shipped_summary(run)["command"])
-    args = _parser().parse_args(command[3:])  # drop "python -m dsv3_mini.train"
-    return args.steps * args.batch_size * args.seq_len
+    tc = parse_args(command[3:])  # drop "python -m dsv3_mini.train"
+    return tc.steps * tc.batch_size * tc.seq_len
 
 
 def routing_entropy(fractions: torch.Tensor) -> torch.Tensor:

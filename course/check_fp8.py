@@ -7,9 +7,11 @@ import math
 
 import torch
 
-from ..config import preset
-from ..fp8 import apply_fp8, fp8_matmul, quantize, scale_grid_shape
-from . import Verdict, check_choice, check_number
+from dsv3_mini.config import preset
+from dsv3_mini.fp8 import apply_fp8, quantize, scale_grid_shape
+from dsv3_mini.fp8_gemm import fp8_matmul
+
+from .verdict import Verdict, check_choice, check_number
 
 TILE_AMAX = 3.5  # exercise 1: the largest magnitude in one 1×128 activation tile
 ACTIVATION_SHAPE = (256, 512)  # exercise 2: (tokens, channels)

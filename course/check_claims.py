@@ -7,10 +7,11 @@ the multiple-choice options are written here.
 
 from __future__ import annotations
 
-from ..config import preset
-from ..generate import SpeculativeStats
-from ..kv_cache import bytes_per_token, naive_mla_bytes_per_token
-from . import Verdict, check_choice, check_number
+from dsv3_mini.config import preset
+from dsv3_mini.generate import SpeculativeStats
+from dsv3_mini.kv_cache import bytes_per_token, naive_mla_bytes_per_token
+
+from .verdict import Verdict, check_choice, check_number
 
 REPORT_ACCEPTANCE = 0.85  # second-token acceptance of V3's MTP draft, low end of the reported 85–90%
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from ..config import preset
-from ..kv_cache import bytes_per_token
-from ..params import count_params
-from . import Verdict, check_number
+from dsv3_mini.config import preset
+from dsv3_mini.kv_cache import bytes_per_token
+from dsv3_mini.params import count_params
+
+from .verdict import Verdict, check_number
 
 
 def check_routed_expert_params(answer: object) -> Verdict:

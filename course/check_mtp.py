@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from ..config import preset
-from ..generate import generate
-from ..model import DeepSeekV3, cross_entropy
-from . import Verdict, check_number
+from dsv3_mini.config import preset
+from dsv3_mini.generate import generate
+from dsv3_mini.model import DeepSeekV3, cross_entropy
+
+from .verdict import Verdict, check_number
 
 
 def _tiny_model(depth: int = 1) -> DeepSeekV3:

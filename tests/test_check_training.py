@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 
+from course import check_training
 from dsv3_mini.analysis import routing_by_domain
+from dsv3_mini.checkpoint import load_model
 from dsv3_mini.data import DOMAINS, builtin_dataset
-from dsv3_mini.exercises import training
-from dsv3_mini.train import load_model
 
-RUN = training.RUN
+RUN = check_training.RUN
 
 
 @pytest.fixture(scope="module")
@@ -26,36 +26,36 @@ def summary() -> dict:
 
 def test_unigram_bits(summary):
     bits = summary["unigram_baseline"] / math.log(2)
-    assert training.check_unigram_bits(bits)
-    assert training.check_unigram_bits(round(bits, 3))  # a rounded answer is fine
-    wrong = training.check_unigram_bits(summary["unigram_baseline"])  # still in nats
+    assert check_training.check_unigram_bits(bits)
+    assert check_training.check_unigram_bits(round(bits, 3))  # a rounded answer is fine
+    wrong = check_training.check_unigram_bits(summary["unigram_baseline"])  # still in nats
     assert not wrong and "Hint" in wrong.message and "log2" in wrong.message
-    assert "No answer yet" in training.check_unigram_bits(...).message
+    assert "No answer yet" in check_training.check_unigram_bits(...).message
 
 
 def test_tokens_seen_follow_the_makefile_command(summary):
     words = summary["command"].split()
     value = {flag: int(words[words.index(flag) + 1]) for flag in ("--steps", "--batch-size", "--seq-len")}
     tokens = value["--steps"] * value["--batch-size"] * value["--seq-len"]
-    assert training.shipped_tokens() == tokens
-    assert training.check_tokens_seen(tokens)
-    wrong = training.check_tokens_seen(value["--steps"] * value["--batch-size"])  # forgot the sequence length
+    assert check_training.shipped_tokens() == tokens
+    assert check_training.check_tokens_seen(tokens)
+    wrong = check_training.check_tokens_seen(value["--steps"] * value["--batch-size"])  # forgot the sequence length
     assert not wrong and "seq-len" in wrong.message
 
 
 def test_concentrated_domain_is_the_lowest_entropy_one(summary):  # noqa: ARG001 (needs the shipped run)
     model = load_model(RUN / "model.safetensors")
-    frac = routing_by_domain(model, builtin_dataset(seed=0), training.ROUTING_BATCH_SIZE, training.ROUTING_SEQ_LEN,
-                             training.ROUTING_BATCHES)
+    frac = routing_by_domain(model, builtin_dataset(seed=0), check_training.ROUTING_BATCH_SIZE,
+                             check_training.ROUTING_SEQ_LEN, check_training.ROUTING_BATCHES)
     p = frac.clamp_min(1e-30)
     entropy = -(frac * p.log()).sum(-1).mean(0)  # written out, not torch.special.entr
-    assert torch.allclose(entropy, training.routing_entropy(frac))
+    assert torch.allclose(entropy, check_training.routing_entropy(frac))
     expected = DOMAINS[int(entropy.argmin())]
-    assert training.most_concentrated_domain() == expected
-    assert training.check_concentrated_domain(expected)
-    assert training.check_concentrated_domain(expected.upper())  # case does not matter
+    assert check_training.most_concentrated_domain() == expected
+    assert check_training.check_concentrated_domain(expected)
+    assert check_training.check_concentrated_domain(expected.upper())  # case does not matter
     other = next(d for d in DOMAINS if d != expected)
-    wrong = training.check_concentrated_domain(other)
+    wrong = check_training.check_concentrated_domain(other)
     assert not wrong and "Hint" in wrong.message
-    assert "is not one of" in training.check_concentrated_domain("maths").message
-    assert "No answer yet" in training.check_concentrated_domain(...).message
+    assert "is not one of" in check_training.check_concentrated_domain("maths").message
+    assert "No answer yet" in check_training.check_concentrated_domain(...).message

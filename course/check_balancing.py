@@ -12,11 +12,12 @@ from functools import cache
 
 import torch
 
-from ..balancing import POLICIES, max_violation, proportional_update, update_bias
-from ..config import preset
-from ..data import generate_corpus
-from ..model import DeepSeekV3
-from . import Verdict, check_choice, check_number
+from dsv3_mini.balancing import POLICIES, max_violation, proportional_update, router_gradients, sign_update
+from dsv3_mini.config import preset
+from dsv3_mini.data import generate_corpus
+from dsv3_mini.model import DeepSeekV3
+
+from .verdict import Verdict, check_choice, check_number
 
 LOAD = (12, 4, 6, 10, 8, 8)  # tokens routed to each of 6 experts in one step
 BIAS = (0.0, 0.002, -0.001, 0.0, 0.001, 0.0)  # their selection biases before the update
@@ -57,7 +58,7 @@ def _check_vector(answer: object, expected: torch.Tensor, hint: str, abs_tol: fl
 
 def check_sign_update(answer: object) -> Verdict:
     """Exercise 2: the biases after one sign-rule update with ``LOAD``, ``BIAS`` and ``GAMMA``."""
-    expected = update_bias(_bias(), _load(), GAMMA).round(decimals=9)  # drop float32 noise of γ from the display
+    expected = sign_update(_bias(), _load(), GAMMA).round(decimals=9)  # drop float32 noise of γ from the display
     return _check_vector(answer, expected,
                          "each bias moves by exactly γ towards balance: down if the expert is above the mean load, "
                          "up if below, not at all if exactly at the mean", abs_tol=1e-9)
@@ -69,10 +70,6 @@ def check_proportional_update(answer: object) -> Verdict:
     return check_number(answer, expected,
                         "the step is γ times the relative violation (mean − load) / mean, with its sign",
                         abs_tol=1e-9)
-
-
-def _norm(grads: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    return torch.cat([g.flatten() for g in grads]).norm()
 
 
 @contextmanager
@@ -96,13 +93,8 @@ def _gradient_ratio(policy: str) -> float:
     torch.manual_seed(0)
     model = DeepSeekV3(preset("tiny").replace(balance=policy)).train()
     tokens = generate_corpus(4 * 65, seed=0)[0][: 4 * 65].view(4, 65)
-    out = model(tokens[:, :-1], targets=tokens[:, 1:])
-    if out.balance_loss is None:
-        return 0.0
-    gates = [moe.gate.weight for moe in model.moe_layers()]
-    lm = torch.autograd.grad(out.loss - out.balance_loss, gates, retain_graph=True)
-    bal = torch.autograd.grad(out.balance_loss, gates)
-    return float(_norm(bal) / _norm(lm))
+    lm, bal, _ = router_gradients(model, tokens[:, :-1], tokens[:, 1:])
+    return float(bal.norm() / lm.norm())
 
 
 @cache
