@@ -6,6 +6,12 @@ V3 report §2.1.2, equations 12-16:
     selected = TopK over experts of (s_i,t + b_i), restricted to the topk_group best groups
     g_i,t = routed_scale · s_i,t / Σ_{j selected} s_j,t      (the bias b only selects; it never weights)
 The bias ``b`` is a buffer, not a parameter: no gradient reaches it; ``dsv3_mini.balancing`` moves it.
+
+Two numbers come from the released configuration and code, not from equations 12-16: the routed scale (2.5 in
+``routed_scaling_factor``) and the group score, the sum of a group's top 2 affinities. The 2 is K_r / M = 8 / 4:
+each token may reach at most M = 4 nodes (report §2.1.2, §3.2.2), so a node is judged by the best 2 of the 8 experts a
+token could send there. DeepSeek's code and transformers write the 2 as a constant, and so do we (our presets keep
+K_r / M = 2 where groups are used); DeepSeek-V2 ranked groups by their single highest affinity instead.
 """
 
 from __future__ import annotations

@@ -32,7 +32,9 @@ class MTPModule(nn.Module):
         d = cfg.hidden_size
         self.hnorm = nn.RMSNorm(d, eps=cfg.rms_norm_eps)
         self.enorm = nn.RMSNorm(d, eps=cfg.rms_norm_eps)
-        self.proj = nn.Linear(2 * d, d, bias=False)  # M_k
+        # M_k, applied to [RMSNorm(h); RMSNorm(Emb)] in eq. 21's order. Engines that load DeepSeek's released weights
+        # (its eh_proj) concatenate [embedding; hidden], the reverse: map the two halves of the matrix accordingly.
+        self.proj = nn.Linear(2 * d, d, bias=False)
         self.block = Block(cfg, moe=cfg.num_moe_layers > 0)
         self.norm = nn.RMSNorm(d, eps=cfg.rms_norm_eps)
 
