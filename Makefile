@@ -10,7 +10,7 @@ TORCH_PIN := torch==2.13.0
 # The exact flags of the shipped mini run (checkpoints/mini/README.md quotes them)
 MINI_RUN := --preset mini --steps 900 --batch-size 12 --seq-len 256 --eval-every 100 --threads 2
 
-.PHONY: lab test lint book train bench notebooks clean
+.PHONY: lab test lint book slides train bench notebooks clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet "$(TORCH_PIN)" -e ".[lab,dev]"
 	touch $(STAMP)
 
+# JupyterLab as the course ships it (jupyter_config/README.md): the tour first, lessons listed once and in order, no
+# news prompt. The shipped settings are copied once into .venv, so your own later changes stay out of the repository.
+LAB_SETTINGS := $(VENV)/jupyterlab-settings
+LAB_FLAGS := --ServerApp.root_dir=notebooks --LabApp.default_url=/lab/tree/00_tour.ipynb --LabApp.news_url=None \
+	--ContentsManager.hide_globs='["__pycache__", "*.pyc", "*.pyo", ".DS_Store", "*~", "*.py"]'
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	mkdir -p $(LAB_SETTINGS) && cp -rn jupyter_config/lab/user-settings/. $(LAB_SETTINGS)/
+	JUPYTERLAB_SETTINGS_DIR=$(LAB_SETTINGS) $(VENV)/bin/jupyter lab $(LAB_FLAGS)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -32,6 +38,10 @@ lint: $(STAMP)
 book: $(STAMP)
 	PY=$(PY) bash scripts/fetch_book_assets.sh
 	$(VENV)/bin/jupyter-book build book -W --keep-going
+
+# Every lesson as an offline reveal.js deck in book/_build/slides/ (open index.html there); NB="notebooks/03_*.ipynb"
+slides: $(STAMP)
+	PY=$(PY) $(if $(filter command line,$(origin NB)),NB="$(NB)") bash scripts/build_slides.sh
 
 # Re-run notebooks after editing their .py source: `make notebooks` (all) or `make notebooks NB=notebooks/03_*.py`
 NB ?= notebooks/[0-9]*.py

@@ -1,4 +1,4 @@
-"""Checkers for lesson 7 (what the report claims vs what we measured).
+"""Checkers for lesson 9 (what the report claims vs what we measured).
 
 Every expected value is computed by the library from the released configuration (``preset("deepseek-v3")``) or from
 the definitions in ``dsv3_mini.generate``; only the report's acceptance rate (85%, the low end of its 85–90%) and

@@ -11,6 +11,12 @@ One concept per module, in the order the imports run (each imports only modules 
 - using it: ``generate`` (cached and speculative decoding), ``interop`` (transformers conversion), ``data`` (the
   byte corpus), ``analysis`` (routing by domain), ``checkpoint`` (safetensors IO), ``interrupt`` (Ctrl-C between
   steps), ``cli`` (flags from a dataclass) and ``train`` (the trainer).
+- serving at scale: ``expert_parallel`` (routed experts sharded over gloo processes, all_to_all dispatch/combine),
+  ``traffic`` (node-limited routing's bytes and nodes), ``placement`` (redundant experts) and ``deployment``
+  (memory, GPUs, decode bound, the training bill).
+- pipeline parallelism: ``pipeline_schedule`` (1F1B, ZB1P and DualPipe laid out, Table 2's bubbles), ``pipeline``
+  (the model cut into stages, the single-process reference step), ``dualpipe_adapter`` (DeepSeek's ``dualpipe`` on
+  CPU) and ``pipeline_run`` (the real schedules on gloo processes, timed per chunk).
 """
 
 from .config import ModelConfig, preset

@@ -13,7 +13,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # 0 · Tour: what DeepSeek-V3 is, and why it is sparse
 #
 # **Learning goals.** After this lesson you can
@@ -40,12 +40,12 @@ from dsv3_mini.kv_cache import bytes_per_token, naive_mla_bytes_per_token
 _ = seed_everything(0)  # the same numbers on every run
 
 
-# %% tags=["remove-cell"]
+# %% slideshow={"slide_type": "skip"} tags=["remove-cell"]
 from widgets import setup_plotly
 
 _ = setup_plotly()  # plotly in JupyterLab, plain HTML in the book
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## What DeepSeek-V3 is
 #
 # DeepSeek-V3 (December 2024) is a decoder-only transformer language model with 61 blocks. Its two distinctive parts
@@ -70,7 +70,8 @@ print(f"in billions: {c.total / 1e9:.1f}B total,",
 # %% [markdown]
 # The report rounds these to "671B total parameters, of which 37B are activated for each token", and counts the
 # 14B of the MTP module (its own 11.6B plus the embedding and output head it shares with the main model) separately.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Why sparse
 #
 # A dense model uses every parameter for every token, so its compute per token grows with its size. An MoE model
@@ -90,7 +91,7 @@ for name, total in c.breakdown.items():
 print(f"\nrouted experts used per token: {k_r} of {n_r} = {k_r / n_r:.3%}")
 print(f"activated fraction of the whole model: {c.active / c.total:.2%}")
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 labels = {"embedding": "embedding", "attention": "attention (MLA)",
           "norms": "norms", "dense_ffn": "dense FFN",
           "shared_experts": "shared experts",
@@ -104,7 +105,7 @@ fig = go.Figure([
 ])
 fig.update_layout(barmode="stack", title="DeepSeek-V3 parameters by component",
                   yaxis_title="parameters (billions)",
-                  legend_title_text="component", template="plotly_white")
+                  legend_title_text="component", template="course")
 fig.show()
 
 # %% [markdown]
@@ -124,7 +125,7 @@ fig.show()
 # Move the slider: the same model with a different number $K_r$ of routed experts per token. The total does not move;
 # what a token costs does.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 ks = [1, 2, 4, 8, 16, 32, 64]
 total_b = c.total / 1e9
 active_b = {k: count_params(v3.replace(num_experts_per_tok=k)).active / 1e9
@@ -148,7 +149,7 @@ fig.update_traces(y=bars(8)["y"][0], text=bars(8)["text"][0])
 steps = [dict(method="update", label=str(k),
               args=[bars(k), {"title.text": title(k)}]) for k in ks]
 fig.update_layout(
-    title=title(8), template="plotly_white",
+    title=title(8), template="course",
     yaxis=dict(title="parameters (billions)", range=[0, 760]),
     sliders=[dict(active=ks.index(8), steps=steps,
                   currentvalue=dict(prefix="routed experts per token K_r = "))],
@@ -157,7 +158,7 @@ fig.show()
 for k in ks:
     print(f"K_r = {k:>2}: {active_b[k]:6.1f}B activated per token")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## A tiny real model
 #
 # The course's model is the same architecture at laptop size. `preset("tiny")` is small enough that a forward pass
@@ -184,7 +185,8 @@ assert n_weights + n_bias == ct.total + ct.mtp
 
 # %% [markdown]
 # The untrained model's predictions are noise, of course; lesson 6 trains the `mini` preset on a CPU.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## A teaser: the KV cache
 #
 # To generate text, a transformer keeps the keys and values of every earlier token: the KV cache. Its size per token
@@ -229,7 +231,7 @@ print(f"{'':<26}{'mini (ours)':>16}{'DeepSeek-V3':>20}")
 for name, ours, theirs in rows:
     print(f"{name:<26}{ours:>16,}{theirs:>20,}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## The map of the course
 #
 # | # | lesson | what you build and measure |
@@ -241,8 +243,11 @@ for name, ours, theirs in rows:
 # | 4 | FP8 | tile- and block-wise quantization, accumulation precision |
 # | 5 | MTP & speculative decoding | multi-token prediction, drafts that keep greedy output exact |
 # | 6 | Mini end-to-end training run | the `mini` preset trained on a CPU, MoE vs dense |
-# | 7 | Report vs measured | the report's claims next to what this course measures |
-#
+# | 7 | Pipeline parallelism | 1F1B, zero-bubble and DualPipe on real processes, bubbles vs Table 2 |
+# | 8 | Expert parallelism & serving | all-to-all dispatch, node-limited traffic, redundant experts, deployment |
+# | 9 | Report vs measured | the report's claims next to what this course measures |
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
 # Each exercise cell starts with `my_answer = ...`. Replace the `...` with an expression (use `v3`, the

@@ -13,7 +13,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # 1 · Attention and the KV cache
 #
 # **Learning goals.** After this lesson you can
@@ -54,12 +54,12 @@ from widgets import KVCacheWidget
 # the same numbers on every run; the tensors here are tiny, so one thread is also the fastest
 gen = seed_everything(0, threads=1)
 
-# %% tags=["remove-cell"]
+# %% slideshow={"slide_type": "skip"} tags=["remove-cell"]
 from widgets import setup_plotly
 
 _ = setup_plotly()  # plotly in JupyterLab, plain HTML in the book
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Attention, and what decoding has to remember
 #
 # In multi-head attention (MHA) each of the $n_h$ heads projects the hidden state $\mathbf{h}_t$ of token $t$ into a
@@ -97,7 +97,7 @@ with torch.no_grad():
 print(f"cache now holds {cache.nbytes():,} bytes = {len(cache)} tokens × "
       f"{bytes_per_token(tiny_mha, dtype_bytes=4):,} bytes per token (fp32, 3 layers)")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Fewer key/value heads: MHA → GQA → MQA
 #
 # The cache is big because every head has its own key and value. Two well-known fixes share them between heads:
@@ -139,7 +139,8 @@ for name, cfg in kinds.items():
 # The query side never changes (4 query heads everywhere); only the number of cached key/value heads does. The price
 # of GQA and MQA is quality: heads that share a key and value can attend less independently. MLA takes another route:
 # it caches one vector that is *not* a key or a value at all.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## MLA: compress keys and values into a latent
 #
 # MLA (DeepSeek-V2, kept unchanged in V3; V3 report §2.1.1, equations 1–11) down-projects the hidden state into a
@@ -192,7 +193,8 @@ print(f"cached per token and layer: d_c + d_R = {v3.kv_lora_rank} + {v3.qk_rope_
 # %% [markdown]
 # `wkv_a` maps the 7,168-dim hidden state to $512 + 64$ numbers: exactly what is cached. `wkv_b` holds $W^{UK}$ and
 # $W^{UV}$ for all 128 heads, $128 \times (128 + 128)$ rows that read the 512-dim latent.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Why the RoPE key has to be separate
 #
 # RoPE rotates a query at position $t$ by $R_t$ and a key at position $j$ by $R_j$; their product depends only on the
@@ -248,7 +250,8 @@ for j in (40, 39, 32, 8):
 # offset needs its own. The decoupled design avoids this: the 64 rotated dimensions come from the shared
 # $\mathbf{k}^R_t$, which is cached already rotated, and the 128 compressed dimensions carry no position, so
 # $W^{UK}$ folds into the query once per step.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Naive and absorbed: the same attention, computed two ways
 #
 # `MLA.forward(..., impl=...)` has both computations, as DeepSeek's inference code does:
@@ -322,7 +325,8 @@ print(f"of the naive path's, 2·d_c·n_h·(d_h + d_v) = {expansion:,} are the re
 # (`naive_mla_bytes_per_token`, below). It skips the re-expansion, and its attention products are even smaller
 # (192-dim keys instead of 576-dim), but its cache is 71× larger — and at decoding time, reading the cache from
 # memory, not arithmetic, is what limits the speed.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Decoding with a cache gives the same logits as the full sequence
 #
 # A cache is only correct if generating token by token gives exactly what the model computes on the whole sequence at
@@ -351,7 +355,7 @@ for name, cfg in variants.items():
 for name, diff in decode_diffs.items():
     print(f"{name:<18} max |cached - full| = {diff:.1e}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Formula = reality: the bytes a real cache holds
 #
 # `bytes_per_token(cfg, dtype_bytes)` is the formula: layers × numbers per token and layer × bytes per number.
@@ -389,7 +393,8 @@ for name, cfg in variants.items():
 # attention; the naive path pays in recomputation, not in memory. On this tiny model MLA (32 + 8 = 40 numbers per
 # layer) caches less than MHA (2 × 4 × 16 = 128) but more than MQA (32): at this size $d_c$ is not small relative to
 # the heads. At DeepSeek-V3's size the picture is very different.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## At DeepSeek-V3's size
 #
 # The same formula for the released configuration, and for hypothetical same-shape variants of it: MHA with 128 heads
@@ -431,7 +436,7 @@ print(f"MLA caches as much as GQA with {numbers['MLA (V3)'] / (2 * d_h):.2f} gro
 # its own $W^{UK}_i$ and $W^{UV}_i$, so every head still has keys and values of its own, where MQA's heads all get the
 # same one.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 colors = ["#E69F00", "#CC79A7", "#009E73", "#0072B2", "#7F7F7F"]
 names = list(per_token)
 fig = go.Figure(go.Bar(
@@ -439,8 +444,8 @@ fig = go.Figure(go.Bar(
     text=[f"{per_token[n] / 1e3:,.1f} KB" for n in names], textposition="outside",
     hovertemplate="%{x}: %{y:,} bytes per token<extra></extra>"))
 fig.update_layout(title="KV cache per token at DeepSeek-V3's size (61 layers, bf16)",
-                  template="plotly_white", font_size=15,
-                  yaxis=dict(title="bytes per token (log scale)", type="log", range=[4, 7.2]),
+                  template="course", font_size=15,
+                  yaxis=dict(title="bytes per token (log scale)", type="log", range=[4, 7.2], dtick=1),
                   xaxis_title="attention kind (same model shape)")
 fig.show()
 
@@ -449,7 +454,7 @@ fig.show()
 # (V3's extended context window) with the same-shape MHA would need hundreds of gigabytes for one sequence; with
 # MLA it is under ten.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 contexts = [1024 * 2**i for i in range(8)]  # 1K .. 128K tokens
 fig = go.Figure()
 for (name, cfg), color in zip(variants_v3.items(), colors, strict=False):
@@ -457,16 +462,16 @@ for (name, cfg), color in zip(variants_v3.items(), colors, strict=False):
                     mode="lines+markers", line_color=color,
                     hovertemplate="%{x:,} tokens: %{y:.3g} GB<extra>" + name + "</extra>")
 fig.update_layout(title="Cache of one sequence vs context length (DeepSeek-V3 shape, bf16)",
-                  template="plotly_white", font_size=15,
-                  xaxis=dict(title="context (tokens, log scale)", type="log", tickvals=contexts,
-                             ticktext=[f"{n // 1024}K" for n in contexts]),
-                  yaxis=dict(title="cache size (GB = 10⁹ bytes, log scale)", type="log"),
+                  template="course", font_size=15,
+                  xaxis=dict(title="context (tokens, log scale)", type="log", tickvals=contexts[::2],
+                             ticktext=[f"{n // 1024}K" for n in contexts[::2]]),
+                  yaxis=dict(title="cache size (GB = 10⁹ bytes, log)", type="log", dtick=1),
                   legend_title_text="attention")
 fig.show()
 for name, cfg in variants_v3.items():
     print(f"{name:<15} 128K tokens: {cache_bytes(cfg, 131072) / 1e9:7.1f} GB")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## The KV-cache widget
 #
 # Change the shape, the context, the batch and the cache's number format, and see the cache of each attention kind.
@@ -474,11 +479,11 @@ for name, cfg in variants_v3.items():
 # JupyterLab the controls below are live; the figure after them is the static twin used by the published book (its
 # slider steps through context lengths).
 
-# %% tags=["remove-output"]
+# %% slideshow={"slide_type": "slide"} tags=["remove-output"]
 w = KVCacheWidget()
 w
 
-# %% tags=["remove-input"]
+# %% slideshow={"slide_type": "slide"} tags=["remove-input"]
 w.static_figure().show()
 
 # %% [markdown]
@@ -494,7 +499,7 @@ for kind in ("mha", "gqa", "mqa", "mla"):
 print(f"MLA is {s['saving_vs_mha']:.1f}% smaller than same-shape MHA and "
       f"{s['saving_vs_naive']:.1f}% smaller than naive MLA")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## A note on long contexts: YaRN
 #
 # DeepSeek-V3 was pre-trained with 4K-token sequences and then extended to 32K and 128K in two short phases with
@@ -525,7 +530,90 @@ print(f"softmax scale: 1/sqrt(192) = {v3.qk_head_dim ** -0.5:.5f} -> with YaRN {
 # > expanded as a view, not a fused MLA kernel; and the cache is a list of growing tensors, not the paged,
 # > preallocated memory of a serving system. The GQA and MQA models are ours, for comparison: DeepSeek-V3 uses MLA
 # > only.
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ## Bug hunt: two broken copies
 #
+# The most instructive mistakes in public DeepSeek-V3 code are bugs that still run. `course.bug_hunt` hands you a
+# broken copy of one piece of `dsv3_mini` with one bug planted (the library itself stays correct) and the tool that
+# finds it. Read the planted function, run the tool, name the bug (one of `bug_hunt.BUGS`), then write the fix: a
+# function with the same arguments. `check_bug_hunt.check_fix` installs it in a fresh copy and runs the tool again.
+#
+# **Lab 1a** is a tiny model whose MLA attention was rewritten by hand. The tool is the parity test of this course:
+# the same weights in transformers' `DeepseekV3ForCausalLM` must give the same logits (max |Δ| ≤ 1e-4).
+
+# %%
+from course import bug_hunt, check_bug_hunt
+
+for name, what in bug_hunt.BUGS.items():
+    print(f"{name:<20} {what}")
+lab_1a = bug_hunt.open_lab("1a")
+print(f"\nlab 1a: {lab_1a.detector} = {lab_1a.detect():.2e} (a correct model: ≤ {bug_hunt.PARITY_TOL:g})")
+print(lab_1a.source)
+
+# %%
+my_bug = ...  # one of the names above
+
+check_bug_hunt.check_diagnosis("1a", my_bug)
+
+# %%
+my_fix = ...  # def my_fix(attn, x, cos, sin, cache=None, layer=0, impl=None): ... (start from lab_1a.source)
+
+check_bug_hunt.check_fix("1a", my_fix)
+
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
+def fixed_mla_forward(attn, x, cos, sin, cache=None, layer=0, impl=None):
+    b, s, _ = x.shape
+    q = attn.wq(x) if attn.cfg.q_lora_rank is None else attn.wq_b(attn.q_norm(attn.wq_a(x)))
+    q = q.view(b, s, attn.n_heads, -1).transpose(1, 2)
+    q_nope, q_rope = q.split([attn.d_nope, attn.d_rope], dim=-1)
+    q_rope = apply_rope(q_rope, cos, sin)  # the missing rotation of the queries' rope part
+    c_kv, k_rope = attn.wkv_a(x).split([attn.d_c, attn.d_rope], dim=-1)
+    c_kv = attn.kv_norm(c_kv)
+    k_rope = apply_rope(k_rope, cos, sin)  # ... and of the shared rope key, before it is cached
+    if cache is not None:
+        c_kv, k_rope = cache.update(layer, c_kv, k_rope)
+    t = c_kv.shape[1]
+    w_kv_b = attn.wkv_b.weight.view(attn.n_heads, attn.d_nope + attn.d_v, attn.d_c)
+    k_nope, v = torch.einsum("btc,hdc->bhtd", c_kv, w_kv_b).split([attn.d_nope, attn.d_v], dim=-1)
+    k = torch.cat([k_nope, k_rope[:, None].expand(b, attn.n_heads, t, attn.d_rope)], dim=-1)
+    out = bug_hunt._attend(torch.cat([q_nope, q_rope], dim=-1), k, v, attn.scale)
+    return attn.wo(out.transpose(1, 2).reshape(b, s, attn.n_heads * attn.d_v))
+
+
+print(check_bug_hunt.check_diagnosis("1a", "rope-not-applied"))
+print(check_bug_hunt.check_fix("1a", fixed_mla_forward))
+print("without RoPE the attention cannot tell positions apart: the model still runs, its logits are wrong")
+
+# %% [markdown]
+# **Lab 1b** is a cache-size formula, `bytes_per_token(cfg, dtype_bytes)`. The tool is the cache-bytes check of this
+# lesson: run the tiny model with a real `KVCache` for 8 tokens and compare `KVCache.nbytes()` with the formula.
+
+# %%
+lab_1b = bug_hunt.open_lab("1b")
+print(f"lab 1b: {lab_1b.detector} = {lab_1b.detect():,.0f} bytes between the measured cache and the formula")
+print(lab_1b.source)
+
+# %%
+my_bug = ...  # one of bug_hunt.BUGS
+
+check_bug_hunt.check_diagnosis("1b", my_bug)
+
+# %%
+my_fix = ...  # def my_fix(cfg, dtype_bytes=2): ...
+
+check_bug_hunt.check_fix("1b", my_fix)
+
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
+def fixed_bytes_per_token(cfg, dtype_bytes=2):
+    return cfg.num_hidden_layers * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * dtype_bytes  # c_KV and k_R
+
+
+print(check_bug_hunt.check_diagnosis("1b", "mla-cache-2dc"))
+print(check_bug_hunt.check_fix("1b", fixed_bytes_per_token))
+print("2·d_c counts the latent twice, as if it were a key and a value; MLA caches c_KV once plus one rope key")
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
 # Each exercise cell starts with `my_answer = ...`. Replace the `...` with an expression (use `v3`, the configuration

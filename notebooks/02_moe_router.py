@@ -13,7 +13,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # 2 · Mixture of experts and the router
 #
 # **Learning goals.** After this lesson you can
@@ -50,12 +50,12 @@ from widgets.palette import OKABE_ITO, group_colors
 _ = seed_everything(0, threads=1)  # the same numbers on every run; one thread suits these small tensors
 _ = torch.set_grad_enabled(False)  # this lesson only looks at routing; nothing is trained
 
-# %% tags=["remove-cell"]
+# %% slideshow={"slide_type": "skip"} tags=["remove-cell"]
 from widgets import setup_plotly
 
 _ = setup_plotly()  # plotly in JupyterLab, plain HTML in the book
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## DeepSeekMoE: many small experts, and some that every token uses
 #
 # Lesson 0 wrote the MoE layer of a block as
@@ -99,7 +99,7 @@ for m, cfg in split_cfgs.items():
           f"{combos[m]:>16.3g}")
 assert len({expert_params(c) * c.num_experts_per_tok for c in split_cfgs.values()}) == 1  # equal compute
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 fig = go.Figure(go.Bar(
     x=[f"m = {m}<br>{c.num_experts_per_tok} of {c.n_routed_experts}" for m, c in split_cfgs.items()],
     y=[float(combos[m]) for m in splits],
@@ -108,7 +108,7 @@ fig = go.Figure(go.Bar(
     hovertemplate="%{x}<br>%{y:.3g} expert sets<extra></extra>",
 ))
 fig.update_layout(title="Expert sets a token can be routed to, at equal compute (orange: DeepSeek-V3)",
-                  template="plotly_white", font_size=14,
+                  template="course", font_size=14,
                   xaxis_title="split factor m: chosen of routed experts",
                   yaxis=dict(title="possible expert sets (count, log scale)", type="log", range=[0, 30]))
 fig.show()
@@ -120,7 +120,8 @@ fig.show()
 # paper reports better results from fine-grained experts at equal compute; what limits $m$ in practice is that many
 # tiny experts make small, inefficient matrix products and more traffic between devices (hence group-limited
 # routing, below).
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## The experts are SwiGLU feed-forward networks
 #
 # Every expert, routed or shared, is the same small network as the dense FFN, only narrower:
@@ -145,7 +146,7 @@ assert n == expert_params(mini)
 print(f"one mini expert: {n:,} parameters = 3 × {mini.hidden_size} × {mini.moe_intermediate_size}")
 print(f"one V3 expert:   {expert_params(v3):,} parameters = 3 × {v3.hidden_size:,} × {v3.moe_intermediate_size:,}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## The gate: sigmoid affinities, top-$K$, normalised weights
 #
 # The router holds one learned vector $\mathbf{e}_i$ per routed expert (its *centroid*). For token $t$ with input
@@ -213,19 +214,19 @@ print(f"sums over all 16 experts:  sigmoid {routing.scores[t].sum():.3f}, "
       f"softmax {routing_v2.scores[t].sum():.3f}")
 print(f"sums of the 4 weights:     V3 {routing.weights[t].sum():.3f}, V2-style {routing_v2.weights[t].sum():.3f}")
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 chosen = set(routing.indices[t].tolist())
 experts = list(range(flat.n_routed_experts))
-fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.14,  # stacked: legible on a phone
                     subplot_titles=("sigmoid affinities s (V3)", "softmax affinities s (V2)"))
-for col, scores, colour in ((1, routing.scores[t], OKABE_ITO[0]), (2, routing_v2.scores[t], OKABE_ITO[1])):
-    fig.add_bar(x=experts, y=scores.tolist(), row=1, col=col, showlegend=False,
+for row, scores, colour in ((1, routing.scores[t], OKABE_ITO[0]), (2, routing_v2.scores[t], OKABE_ITO[1])):
+    fig.add_bar(x=experts, y=scores.tolist(), row=row, col=1, showlegend=False,
                 marker_color=[colour if i in chosen else "#c8c8c8" for i in experts],
                 hovertemplate="expert %{x}<br>s = %{y:.4f}<extra></extra>")
-    fig.update_xaxes(title_text="routed expert (index)", row=1, col=col, dtick=1)
-fig.update_yaxes(title_text="affinity s (no unit)", row=1, col=1)
+    fig.update_yaxes(title_text="affinity s", row=row, col=1)
+fig.update_xaxes(title_text="routed expert (index)", row=2, col=1)
 fig.update_layout(title=f"One token, the same logits, two gates (coloured: the {flat.num_experts_per_tok} "
-                  "chosen experts)", template="plotly_white", font_size=14, height=420)
+                  "chosen experts)", template="course", font_size=14, height=560)
 fig.show()
 
 # %% [markdown]
@@ -252,7 +253,8 @@ for name, before, r in (("sigmoid", routing, bumped_v3), ("softmax", routing_v2,
 # independent, and the normalisation over the chosen experts afterwards still gives each token weights of a fixed
 # total. That independence also makes the selection bias of lesson 3 easy to reason about: moving $b_i$ changes
 # whether expert $i$ is chosen, and nothing else.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Group-limited routing
 #
 # In training, V3's routed experts are spread over many GPUs on several nodes, and each token's input must be sent to
@@ -292,31 +294,31 @@ lost = sorted(set(r_free.indices[t].tolist()) - set(picked))
 print(f"\nwithout groups token {t} would also pick {lost} (group {[e // per_group for e in lost]}),"
       f" instead of {sorted(set(picked) - set(r_free.indices[t].tolist()))}")
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 is_kept = [e // per_group in kept for e in range(wide.n_routed_experts)]
 s_all = r8.scores[t]
 grey = "#c8c8c8"
-fig = make_subplots(rows=1, cols=2, column_widths=[0.28, 0.72], horizontal_spacing=0.09,
+fig = make_subplots(rows=2, cols=1, row_heights=[0.4, 0.6], vertical_spacing=0.2,  # stacked: legible on a phone
                     subplot_titles=("1-2. group scores (top-2 sum)", "3. top-8 inside the kept groups"))
 fig.add_bar(x=[f"g{grp}" for grp in range(wide.n_group)], y=group_score.tolist(), row=1, col=1,
             marker_color=[OKABE_ITO[0] if grp in kept else grey for grp in range(wide.n_group)],
             showlegend=False, hovertemplate="%{x}: %{y:.3f}<extra></extra>")
-fig.add_scatter(x=list(range(wide.n_routed_experts)), y=s_all.tolist(), mode="markers", row=1, col=2,
+fig.add_scatter(x=list(range(wide.n_routed_experts)), y=s_all.tolist(), mode="markers", row=2, col=1,
                 marker=dict(color=[OKABE_ITO[0] if k else grey for k in is_kept], size=6),
                 name="experts (grey: group masked out)", hovertemplate="expert %{x}<br>s = %{y:.3f}<extra></extra>")
-fig.add_scatter(x=picked, y=s_all[picked].tolist(), mode="markers", row=1, col=2, name="chosen",
+fig.add_scatter(x=picked, y=s_all[picked].tolist(), mode="markers", row=2, col=1, name="chosen",
                 marker=dict(symbol="circle-open", size=16, color="#000000", line_width=2))
-fig.add_scatter(x=lost, y=s_all[lost].tolist(), mode="markers", row=1, col=2, name="top-8 without groups",
+fig.add_scatter(x=lost, y=s_all[lost].tolist(), mode="markers", row=2, col=1, name="top-8 without groups",
                 marker=dict(symbol="x", size=14, color=OKABE_ITO[5]))
 for grp in range(1, wide.n_group):  # group boundaries
-    fig.add_vline(x=grp * per_group - 0.5, line_dash="dot", line_color="#7f7f7f", row=1, col=2)
+    fig.add_vline(x=grp * per_group - 0.5, line_dash="dot", line_color="#7f7f7f", row=2, col=1)
 fig.update_yaxes(title_text="score (no unit)", row=1, col=1,
                  range=[float(group_score.min()) - 0.1, float(group_score.max()) + 0.05])
-fig.update_yaxes(title_text="affinity s (no unit)", row=1, col=2)
+fig.update_yaxes(title_text="affinity s (no unit)", row=2, col=1)
 fig.update_xaxes(title_text="group", row=1, col=1)
-fig.update_xaxes(title_text="routed expert (index; dotted lines: groups of 32)", row=1, col=2)
-fig.update_layout(title=f"Group-limited routing of token {t} (grey: groups masked out)", template="plotly_white",
-                  font_size=14, height=450, legend=dict(orientation="h", y=-0.25))
+fig.update_xaxes(title_text="routed expert (index; dotted: groups of 32)", row=2, col=1)
+fig.update_layout(title=f"Group-limited routing of token {t} (grey: groups masked out)", template="course",
+                  font_size=14, height=640, legend=dict(orientation="h", y=-0.16))
 fig.show()
 
 # %% [markdown]
@@ -348,7 +350,7 @@ try:
 except ValueError as err:
     print("ValueError:", err)
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## A real MoE layer: the routing decision and the dispatch
 #
 # Now the whole layer, `dsv3_mini.moe.MoE`, inside an (untrained) `mini` model: 1 shared and 16 routed experts, top-4
@@ -376,7 +378,7 @@ print(f"sum of counts = {int(routing.counts.sum()):,} = {n_tok:,} tokens × {k}"
 print(f"routed experts stacked: w1 {tuple(layer.w1.shape)}, w3 {tuple(layer.w3.shape)}, w2 {tuple(layer.w2.shape)}"
       f";  shared expert: SwiGLU of width {layer.shared.w1.out_features}")
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 mean_load = n_tok * k / mini.n_routed_experts
 fig = go.Figure(go.Bar(x=list(range(mini.n_routed_experts)), y=routing.counts.tolist(),
                        marker_color=group_colors(mini.n_routed_experts, mini.n_group),
@@ -384,8 +386,8 @@ fig = go.Figure(go.Bar(x=list(range(mini.n_routed_experts)), y=routing.counts.to
 fig.add_hline(y=mean_load, line_dash="dash", line_color="#000000",
               annotation_text=f"balanced: T·K/E = {mean_load:.0f}")
 fig.update_layout(title=f"Tokens per expert, first MoE layer of the untrained mini model "
-                  f"(MaxVio = {max_violation(routing.counts):.2f})", template="plotly_white", font_size=14,
-                  xaxis=dict(title="routed expert (index; colour = group)", dtick=1),
+                  f"(MaxVio = {max_violation(routing.counts):.2f})", template="course", font_size=14,
+                  xaxis_title="routed expert (index; colour = group)",
                   yaxis_title="tokens routed (count)", height=420)
 fig.show()
 
@@ -437,7 +439,7 @@ loop_s = time.perf_counter() - start
 print(f"grouped dispatch: {grouped_s * 1e3:.1f} ms;  token by token: {loop_s * 1e3:.0f} ms "
       f"({loop_s / grouped_s:.0f}x slower)")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## The router load widget
 #
 # The widget runs the real `Router` on 256 tokens whose inputs lean towards the first experts (`input skew`), and
@@ -449,11 +451,11 @@ print(f"grouped dispatch: {grouped_s * 1e3:.1f} ms;  token by token: {loop_s * 1
 # In JupyterLab the controls above are live; the figure below is the static twin used by the published book
 # (its slider steps through precomputed bias strengths).
 
-# %% tags=["remove-output"]
+# %% slideshow={"slide_type": "slide"} tags=["remove-output"]
 w = RouterLoadWidget()
 w
 
-# %% tags=["remove-input"]
+# %% slideshow={"slide_type": "slide"} tags=["remove-input"]
 w.static_figure().show()
 
 # %% [markdown]
@@ -477,7 +479,7 @@ for label, params in w.static_states():
     print(f"  bias strength {label:>4}: MaxVio = {step['max_vio']:.3f}, busiest expert "
           f"{int(step['counts'].max())} tokens, idlest {int(step['counts'].min())}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## A teaser for lesson 3: routing collapse
 #
 # Nothing in the gate keeps the load even. If inputs lean towards some experts, those experts get more tokens, hence
@@ -503,14 +505,14 @@ for skew in skews:
     print(f"skew {skew:.0f}: MaxVio = {max_violation(loads[skew]):.3f}; experts 0-3 get {favoured:.1%} "
           f"of the token slots (fair share 25%)")
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 fig = go.Figure([go.Bar(x=list(range(mini.n_routed_experts)), y=loads[skew].tolist(), name=f"skew {skew:.0f}",
                         marker_color=colour, hovertemplate="expert %{x}: %{y} tokens<extra></extra>")
                  for skew, colour in ((0.0, OKABE_ITO[0]), (3.0, OKABE_ITO[5]))])
 fig.add_hline(y=1024 * mini.num_experts_per_tok / mini.n_routed_experts, line_dash="dash",
               line_color="#000000", annotation_text="balanced load")
-fig.update_layout(title="Skewed inputs overload a few experts", template="plotly_white", font_size=14,
-                  barmode="group", xaxis=dict(title="routed expert (index)", dtick=1),
+fig.update_layout(title="Skewed inputs overload a few experts", template="course", font_size=14,
+                  barmode="group", xaxis_title="routed expert (index)",
                   yaxis_title="tokens routed (count)", height=420)
 fig.show()
 
@@ -527,7 +529,47 @@ fig.show()
 # > all-to-all communication, while our experts run one after another in a Python loop on one CPU. Like V3, we
 # > drop no tokens (there is no expert capacity limit). Our untrained model and `skewed_router` use random
 # > centroids, so the loads above show the mechanism, not a trained V3's routing.
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ## Bug hunt: a router that weighs with its bias
 #
+# `course.bug_hunt` hands you a tiny model whose routers' `select` was rewritten by hand, with one bug planted (the
+# library stays correct). Its routers carry nonzero biases, as after some balancing steps. The tool is the parity
+# test: the same weights in transformers' `DeepseekV3ForCausalLM` must give the same logits (max |Δ| ≤ 1e-4). Read
+# the planted function, run the tool, name the bug (one of `bug_hunt.BUGS`) and write the fix: a function with the
+# same arguments (`bug_hunt.group_limited_topk` and `bug_hunt.routing` are the unchanged parts).
+
+# %%
+from course import bug_hunt, check_bug_hunt
+
+for name, what in bug_hunt.BUGS.items():
+    print(f"{name:<20} {what}")
+lab_2 = bug_hunt.open_lab("2")
+print(f"\nlab 2: {lab_2.detector} = {lab_2.detect():.2e} (a correct model: ≤ {bug_hunt.PARITY_TOL:g})")
+print(lab_2.source)
+
+# %%
+my_bug = ...  # one of the names above
+
+check_bug_hunt.check_diagnosis("2", my_bug)
+
+# %%
+my_fix = ...  # def my_fix(router, scores, tokens_shape=None): ...
+
+check_bug_hunt.check_fix("2", my_fix)
+
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
+def fixed_select(router, scores, tokens_shape=None):
+    indices = bug_hunt.group_limited_topk(router.cfg, scores.detach() + router.bias)  # choose with s + b
+    weights = scores.gather(1, indices)  # weigh with s alone
+    return bug_hunt.routing(router, scores, weights, indices, tokens_shape)
+
+
+print(check_bug_hunt.check_diagnosis("2", "bias-in-weights"))
+print(check_bug_hunt.check_fix("2", fixed_select))
+print("with b in the weights, balancing changes what each expert contributes: exactly what V3's design avoids")
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
 # Each exercise cell starts with `my_answer = ...`. Replace the `...` with an expression, run the cell, and the

@@ -13,7 +13,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # 3 · Load balancing without an auxiliary loss
 #
 # **Learning goals.** After this lesson you can
@@ -65,12 +65,12 @@ def fmt(values, digits=4):
     return "[" + ", ".join(f"{v:.{digits}f}" for v in torch.as_tensor(values).tolist()) + "]"
 
 
-# %% tags=["remove-cell"]
+# %% slideshow={"slide_type": "skip"} tags=["remove-cell"]
 from widgets import setup_plotly
 
 _ = setup_plotly()  # plotly in JupyterLab, plain HTML in the book
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Routing collapse
 #
 # Lesson 2 built the router: token $t$ gets affinities $s_{i,t} = \sigma(\mathbf{u}_t^\top \mathbf{e}_i)$ for the
@@ -107,19 +107,19 @@ print(f"busiest expert: {load.max().item()} tokens = {load.max().item() / mean_l
       f"idlest: {load.min().item()} tokens")
 
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 fig = go.Figure(go.Bar(x=list(range(n_experts)), y=load.tolist(),
                        marker_color=group_colors(n_experts, cfg.n_group),
                        hovertemplate="expert %{x}: %{y} tokens<extra></extra>"))
 fig.add_hline(y=mean_load, line_dash="dash", line_color="#000000",
               annotation_text="mean load (balanced)")
 fig.update_layout(title="One step of a skewed router: load per expert (colour = group)",
-                  template="plotly_white", font_size=14, height=400,
-                  xaxis=dict(title="routed expert (index)", dtick=1),
+                  template="course", font_size=14, height=400,
+                  xaxis_title="routed expert (index)",
                   yaxis_title="tokens routed (count)")
 fig.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Measuring imbalance: MaxVio
 #
 # The auxiliary-loss-free balancing paper ([arXiv 2408.15664](https://arxiv.org/abs/2408.15664)) measures
@@ -153,7 +153,7 @@ batch_vio = torch.tensor([max_violation(step) for step in random_load])
 print(f"uniformly random routing, {TOKENS} tokens per batch: MaxVio_batch {batch_vio.mean():.3f} on average;",
       f"MaxVio over all 100 batches together {max_violation(random_load.sum(0)):.3f}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## The classic fix: an auxiliary loss
 #
 # Switch Transformer and GShard add a loss term that is smallest when the load is even. With $f_i$ the fraction of
@@ -212,7 +212,8 @@ for policy, c in settings:
 # for something the language model does not. In this untrained model, at α = 0.01 it is already larger than the
 # language-modelling gradient, and at α = 0.1 it dominates it. The balancing paper measures the dilemma in trained
 # models: raising α lowers MaxVio and raises perplexity.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## DeepSeek-V3: a bias that only selects
 #
 # DeepSeek-V3 moves the balancing out of the loss. Each routed expert gets a bias $b_i$ that is added to its
@@ -297,7 +298,7 @@ for layer, (moe, vio) in enumerate(zip(model.moe_layers(), vios, strict=True)):
     steps = (moe.gate.bias / gamma).round().int().tolist()
     print(f"MoE layer {layer}: MaxVio {vio:.3f}, bias / γ = {steps}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Experiment: three policies on a skewed router
 #
 # `simulate_balancing` runs one policy for a number of steps on the skewed `mini` router, with fresh skewed tokens
@@ -322,12 +323,12 @@ for policy, run in runs.items():
     print(f"{policy:<10}{run.max_vio[:10].mean():>30.3f}{run.max_vio[-tail:].mean():>12.3f}"
           f"{max_violation(run.load[-tail:].sum(0)):>28.3f}")
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 fig = go.Figure([go.Scatter(x=np.arange(STEPS), y=run.max_vio.numpy(), name=policy, mode="lines",
                             line=style[policy]) for policy, run in runs.items()])
 fig.add_hline(y=batch_vio.mean().item(), line_dash="dot", line_color="#7F7F7F",
               annotation_text="uniformly random routing (batch noise)")
-fig.update_layout(title="MaxVio per step on the skewed router", template="plotly_white", font_size=14,
+fig.update_layout(title="MaxVio per step on the skewed router", template="course", font_size=14,
                   height=420, xaxis_title="training step", yaxis=dict(title="MaxVio_batch", rangemode="tozero"),
                   legend_title_text="policy")
 fig.show()
@@ -337,7 +338,7 @@ fig.show()
 # steps here; "none" stays where it started. Summed over the last third of the run (the "global" view), the
 # loss-free load is within a percent of perfectly even. The per-expert load before and after:
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 before = runs["none"].load[0]
 bars = [go.Bar(x=list(range(n_experts)), y=before.numpy(), name="step 0 (all policies)",
                marker_color="#BBBBBB")]
@@ -347,8 +348,8 @@ bars += [go.Bar(x=list(range(n_experts)), y=run.load[-tail:].mean(0).numpy(),
 fig = go.Figure(bars)
 fig.add_hline(y=mean_load, line_dash="dash", line_color="#000000", annotation_text="mean load")
 fig.update_layout(title="Load per expert: the first step and the end of each run (mean per step)",
-                  template="plotly_white", font_size=14, height=420, barmode="group",
-                  xaxis=dict(title="routed expert (index)", dtick=1), yaxis_title="tokens per step (count)",
+                  template="course", font_size=14, height=420, barmode="group",
+                  xaxis_title="routed expert (index)", yaxis_title="tokens per step (count)",
                   legend_title_text="")
 fig.show()
 
@@ -357,7 +358,7 @@ fig.show()
 # by exactly $\pm\gamma$ per step, so after $n$ steps no bias can be further than $n\gamma$ from zero; once the load
 # is even, the biases jitter by $\pm\gamma$ around their balancing values.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 bias = runs["loss-free"].bias  # (steps, experts), the bias before each step's update
 every = 3  # plot every 3rd step: the curves are smooth at this scale
 fig = go.Figure([go.Scatter(x=np.arange(0, STEPS, every), y=bias[::every, i].numpy(), mode="lines",
@@ -365,14 +366,14 @@ fig = go.Figure([go.Scatter(x=np.arange(0, STEPS, every), y=bias[::every, i].num
                             legendgroup=f"group {i // (n_experts // cfg.n_group)}")
                  for i, c in enumerate(group_colors(n_experts, cfg.n_group))])
 fig.update_layout(title="Selection bias b_i per expert under the sign rule (colour = group)",
-                  template="plotly_white", font_size=14, height=440, xaxis_title="training step",
-                  yaxis_title="bias b_i (affinity units)")
+                  template="course", font_size=14, height=440, xaxis_title="training step",
+                  yaxis_title="bias b_i (affinity units)", showlegend=False)  # 16 experts: colour = group
 fig.show()
 final = bias[-1]
 print(f"after {STEPS} steps: bias from {final.min():+.3f} to {final.max():+.3f}",
       f"(bound {STEPS} × γ = {STEPS * 0.001:.1f}); experts 0-3: {fmt(final[:4], 3)}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## A variant: a proportional update
 #
 # The sign rule ignores *how* unbalanced an expert is. A natural variant, which you will meet in other code, moves
@@ -401,7 +402,7 @@ for (rule, speed), run in variants.items():
     means = [f"{run.max_vio[w:w + STEPS // 6].mean():.2f}" for w in windows]
     print(f"  {rule:<12} γ = {speed:g}: {'  '.join(means)}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## The complementary sequence-wise loss
 #
 # The bias balances the load over a whole batch. Inside a *single sequence* routing can still be extreme — say, a
@@ -429,7 +430,8 @@ print(f"sequence-wise loss (α = 1):      {sequence_balance_loss(scores, indices
 # With $\alpha = 0.0001$ this term is a gentle nudge, not the balancing mechanism: in the gradient table above its
 # gradient on the router was a percent or two of the language-modelling gradient, while the classic loss at
 # α = 0.01 outweighed it. The bias does the balancing.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Play: the bias-balancing widget
 #
 # The widget runs the same three policies (on a router of the same shape with a smaller hidden size, 256 tokens
@@ -437,7 +439,7 @@ print(f"sequence-wise loss (α = 1):      {sequence_balance_loss(scores, indices
 # large and the biases overshoot and jitter by $\pm\gamma$ — an imbalance of their own. The aux-loss weight α
 # changes only the aux-loss curve.
 
-# %% tags=["remove-output"]
+# %% slideshow={"slide_type": "slide"} tags=["remove-output"]
 w = BiasBalancingWidget()
 w
 
@@ -445,7 +447,7 @@ w
 # In JupyterLab the controls above are live; the figure below is the static twin used by the published book (its
 # slider steps through precomputed values of $\gamma$, over 30 steps to keep the page small).
 
-# %% tags=["remove-input"]
+# %% slideshow={"slide_type": "slide"} tags=["remove-input"]
 twin = BiasBalancingWidget()
 twin.set_values(steps=30)
 twin.static_figure().show()
@@ -464,7 +466,7 @@ for g in (1e-4, 1e-3, 1e-2, 3e-2):
     print(f"loss-free with γ = {g:g}: MaxVio {w.state['loss-free'].max_vio[-tail_w:].mean():.3f}")
 w.gamma.value = 1e-3
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## What the report measured
 #
 # The balancing paper ([arXiv 2408.15664](https://arxiv.org/abs/2408.15664)) trained the same language models with
@@ -490,7 +492,78 @@ w.gamma.value = 1e-3
 # > only the router: "aux-loss" takes SGD steps (learning rate 10) on the auxiliary loss alone, with no
 # > language-modelling loss, so its quality cost is invisible here. Our auxiliary-loss α = 0.01 is our choice,
 # > not a value from the report.
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ## Bug hunt: two broken balancers
 #
+# `course.bug_hunt` hands you a tiny model with one bug planted in its balancing (the library stays correct) and a
+# tool. Read the planted function, run the tool, name the bug (one of `bug_hunt.BUGS`) and write the fix: a function
+# with the same arguments, which `check_bug_hunt.check_fix` installs in a fresh copy before running the tool again.
+#
+# **Lab 3a** assembles the training loss of a model trained with an auxiliary loss (α = 0.1). The tool checks that
+# every term the model computes is in the loss it trains on: `loss_gap` = |loss − (L_main + λ/D Σ L_MTP + L_bal)|.
+
+# %%
+from course import bug_hunt, check_bug_hunt
+
+for name, what in bug_hunt.BUGS.items():
+    print(f"{name:<20} {what}")
+lab_3a = bug_hunt.open_lab("3a")
+print(f"\nlab 3a: {lab_3a.detector} = {lab_3a.detect():.4f} (a correct model: 0)")
+print(lab_3a.source)
+
+# %%
+my_bug = ...  # one of the names above
+
+check_bug_hunt.check_diagnosis("3a", my_bug)
+
+# %%
+my_fix = ...  # def my_fix(model, main, mtp_losses, balance): ...
+
+check_bug_hunt.check_fix("3a", my_fix)
+
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
+def fixed_total_loss(model, main, mtp_losses, balance):
+    loss = main + model.cfg.mtp_loss_weight / len(model.mtp) * torch.stack(mtp_losses).sum()
+    return loss if balance is None else loss + balance  # the term the planted copy forgot
+
+
+print(check_bug_hunt.check_diagnosis("3a", "aux-loss-dropped"))
+print(check_bug_hunt.check_fix("3a", fixed_total_loss))
+print("a balance loss that is logged but not added balances nothing: the router never sees its gradient")
+
+# %% [markdown]
+# **Lab 3b** is a router whose bias was registered as a parameter and whose `select` was rewritten. Its logits match
+# transformers (try `bug_hunt.parity_gap(lab_3b.model)`), so parity is not the tool here: `bias_gradient` runs one
+# backward pass and measures the gradient that reaches the biases, which V3 moves by the sign rule alone.
+
+# %%
+lab_3b = bug_hunt.open_lab("3b")
+print(f"lab 3b: parity_gap = {bug_hunt.parity_gap(lab_3b.model):.1e}, "
+      f"{lab_3b.detector} = {lab_3b.detect():.2e} (a correct router: 0)")
+print(lab_3b.source)
+
+# %%
+my_bug = ...  # one of bug_hunt.BUGS
+
+check_bug_hunt.check_diagnosis("3b", my_bug)
+
+# %%
+my_fix = ...  # def my_fix(router, scores, tokens_shape=None): ...
+
+check_bug_hunt.check_fix("3b", my_fix)
+
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
+def fixed_select(router, scores, tokens_shape=None):
+    indices = bug_hunt.group_limited_topk(router.cfg, scores.detach() + router.bias)  # b selects, off the graph
+    return bug_hunt.routing(router, scores, scores.gather(1, indices), indices, tokens_shape)
+
+
+print(check_bug_hunt.check_diagnosis("3b", "bias-gets-gradient"))
+print(check_bug_hunt.check_fix("3b", fixed_select))
+print("a bias in the autograd graph is trained by the loss: the optimizer and the sign rule then pull on it at once")
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
 # Each exercise cell starts with `my_answer = ...`. Replace the `...` with your answer, run the cell, and the

@@ -13,7 +13,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # 4 · FP8 training: fine-grained scaling and accumulation
 #
 # **Learning goals.** After this lesson you can
@@ -64,12 +64,12 @@ STEPS = 50  # steps of each training run at the end (three runs, ~30 s in all); 
 _ = seed_everything(0, threads=1)  # same numbers every run; one thread suits these small tensors
 
 
-# %% tags=["remove-cell"]
+# %% tags=["remove-cell"] slideshow={"slide_type": "skip"}
 from widgets import setup_plotly
 
 _ = setup_plotly()  # plotly in JupyterLab, plain HTML in the book
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Two 8-bit formats
 #
 # A float stores a sign bit $S$, $E$ exponent bits $e$ and $M$ mantissa bits $f$. A normal number is
@@ -104,7 +104,7 @@ for name in FORMATS:
 # powers of two. The `fn` in `float8_e4m3fn` means *finite*: E4M3 gives up infinity to reach 448, so a too-large
 # value saturates at ±448 instead of overflowing. Here is every positive value each format can store:
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 colors = {"e4m3": "#0072B2", "e5m2": "#E69F00"}
 fig = go.Figure()
 for name in FORMATS:
@@ -120,8 +120,8 @@ for name in FORMATS:
                                     color=colors[name], line=dict(width=2, color=colors[name])),
                         hovertemplate="%{x:.4g}<extra></extra>")
 fig.update_layout(title="Every positive value of E4M3 and E5M2 (log scale)",
-                  template="plotly_white", font_size=15,
-                  xaxis=dict(title="value (log scale)", type="log", exponentformat="power"),
+                  template="course", font_size=15,
+                  xaxis=dict(title="value (log scale)", type="log", exponentformat="power", dtick=4),
                   yaxis_title="format", height=320, legend_title_text="values (count)")
 fig.show()
 
@@ -130,7 +130,8 @@ fig.show()
 # (subnormals). The report uses **E4M3 on all tensors**. Earlier FP8 recipes used E4M3 for the forward pass and
 # E5M2 for gradients, whose values span a wider range; V3 argues that its fine-grained scales (below) supply the
 # range, so it can keep the extra mantissa bit everywhere.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Why FP8 needs a scale
 #
 # Eighteen powers of two is not much. Activations, weights and gradients of a real network live at very different
@@ -165,7 +166,8 @@ print(f"\nq is {q.dtype}, {q.element_size()} byte per value; s = amax / 448:",
 # %% [markdown]
 # Without a scale, only tensors whose values happen to sit between roughly $10^{-2}$ and $448$ survive; with one,
 # the error is the same ~2.6% at every magnitude: the rounding error of 3 mantissa bits.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## How fine should the scale be?
 #
 # One scale can serve a whole tensor, a row, or a smaller block. A $(\text{rows} \times \text{cols})$ tensor cut
@@ -197,7 +199,7 @@ for block in ("tensor", "row", "tile", "block"):
     print(f"{block:<8}{str(tuple(s.shape)):>12}{s.numel():>8,}{relative_error(x, x_hat):>16.3%}"
           f"{snr_db(x, x_hat):>7.1f} dB")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## One outlier
 #
 # Real activations are not Gaussian: a few channels carry values far larger than the rest. The scale is set by the
@@ -206,7 +208,7 @@ for block in ("tensor", "row", "tile", "block"):
 # (subnormal), and below half the smallest subnormal, $2^{-10}$, it becomes 0. Sweep the size of one outlier in a
 # $16 \times 1024$ matrix of standard-normal values and measure the error of **all the other values**:
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 ROWS, COLS, OUTLIER_AT = 16, 1024, (5, 300)  # the outlier sits in tile (row 5, columns 256..383)
 base = torch.randn(ROWS, COLS)
 others = torch.ones(ROWS, COLS, dtype=torch.bool)
@@ -227,11 +229,12 @@ palette = ["#D55E00", "#E69F00", "#0072B2", "#009E73"]
 for (label, errors), color in zip(sweep.items(), palette, strict=True):
     fig.add_scatter(x=sizes, y=[round(e, 4) for e in errors], name=label, mode="lines+markers",
                     line=dict(color=color, width=3))
-fig.update_layout(title="One outlier: error of every other value, by scaling granularity",
-                  template="plotly_white", font_size=15, legend_title_text="one scale per",
-                  xaxis=dict(title="outlier size (the other values are ~N(0, 1))", type="log",
-                             exponentformat="power"),
-                  yaxis=dict(title="relative error of the other values (%, log)", type="log"))
+fig.update_layout(title="One outlier among N(0, 1) values: error of the others, by granularity",
+                  template="course", font_size=15, height=560,  # the legend below: a phone has no room beside
+                  legend=dict(title_text="one scale per", orientation="h", x=0, y=-0.22, yanchor="top"),
+                  xaxis=dict(title="outlier size (log scale)", type="log",
+                             exponentformat="power", dtick=1),
+                  yaxis=dict(title="error of the others (%, log)", type="log", dtick=1))
 fig.show()
 print(f"{'outlier size':>12}" + "".join(f"{label.split(' (')[0]:>16}" for label in sweep))
 for i, size in enumerate(sizes[::2]):
@@ -245,7 +248,7 @@ for i, size in enumerate(sizes[::2]):
 # total error stays below 10%. Where does the damage sit? A map of the error per 1×128 tile (again leaving the
 # outlier itself out) for an outlier of $10^5$:
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 OUTLIER = 1e5
 xo = base.clone()
 xo[OUTLIER_AT] = OUTLIER
@@ -260,20 +263,20 @@ def tile_errors(x, x_hat, keep):
 
 maps = {block: tile_errors(xo, fake_quantize(xo, block), others) for block in ("tensor", "tile")}
 zmax = max(max(row) for m in maps.values() for row in m)
-fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
+fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.14,  # stacked: legible on a phone
                     subplot_titles=("one scale for the tensor", "one scale per 1×128 tile (V3)"))
-for col, block in enumerate(("tensor", "tile"), start=1):
-    fig.add_heatmap(z=maps[block], zmin=0, zmax=zmax, colorscale="Cividis", row=1, col=col,
-                    colorbar=dict(title="error (%)"), showscale=col == 2,
+for row, block in enumerate(("tensor", "tile"), start=1):
+    fig.add_heatmap(z=maps[block], zmin=0, zmax=zmax, colorscale="Cividis", row=row, col=1,
+                    colorbar=dict(title="error (%)"), showscale=row == 2,
                     hovertemplate="row %{y}, tile %{x}: %{z:.2f}%<extra></extra>")
-    fig.add_scatter(x=[OUTLIER_AT[1] // 128], y=[OUTLIER_AT[0]], mode="markers", row=1, col=col,
+    fig.add_scatter(x=[OUTLIER_AT[1] // 128], y=[OUTLIER_AT[0]], mode="markers", row=row, col=1,
                     marker=dict(symbol="circle-open", size=22, color="#D55E00", line=dict(width=3)),
-                    name="the outlier's tile", showlegend=col == 1)
-fig.update_xaxes(title_text="tile (128 channels each)")
-fig.update_yaxes(title_text="row (token)", autorange="reversed", row=1, col=1)
+                    name="the outlier's tile", showlegend=row == 1)
+fig.update_xaxes(title_text="tile (128 channels each)", row=2, col=1)
+fig.update_yaxes(title_text="row (token)", autorange="reversed")
 fig.update_layout(title=f"Relative error per tile, one outlier of {OUTLIER:.0e} (outlier left out)",
-                  template="plotly_white", font_size=15, height=480,
-                  legend=dict(x=0, y=-0.25, orientation="h"))
+                  template="course", font_size=15, height=640,
+                  legend=dict(x=0, y=-0.18, orientation="h"))
 fig.show()
 out_tile = maps["tile"][OUTLIER_AT[0]][OUTLIER_AT[1] // 128]
 print(f"per tensor: every tile {min(min(r) for r in maps['tensor']):.1f}–"
@@ -304,7 +307,7 @@ for block in ("tensor", "tile"):
           f"all but the outlier {relative_error(xo[others], x_hat[others]):.2e} "
           f"({snr_db(xo[others], x_hat[others]):.1f} dB)")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Accumulating in limited precision
 #
 # A GEMM $y = a\,w^\top$ adds $K$ products per output. With V3's scales, the activation tile and the weight block
@@ -338,7 +341,7 @@ for k in (512, 4096):
 # `fp8_matmul`. The accumulation error is measured against FP32 accumulation of the same FP8 operands; the grey line
 # is the error that the FP8 rounding of the inputs causes by itself, against the exact product.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 Ks = [128, 256, 512, 1024, 2048, 4096, 8192]
 gemm = {"no promotion": [], "promote to FP32 every 128": [], "FP8 input rounding": []}
 for k in Ks:
@@ -356,9 +359,10 @@ for label, errors in gemm.items():
     fig.add_scatter(x=Ks, y=[round(e, 5) for e in errors], name=label, mode="lines+markers",
                     line=styles[label])
 fig.update_layout(title="FP8 GEMM: error of a 14-bit accumulator vs the inner dimension K",
-                  template="plotly_white", font_size=15, legend_title_text="error source",
-                  xaxis=dict(title="inner dimension K (elements)", type="log", tickvals=Ks),
-                  yaxis=dict(title="relative error (%, log)", type="log"))
+                  template="course", font_size=15, height=520,  # the legend below: a phone has no room beside
+                  legend=dict(title_text="error source", orientation="h", x=0, y=-0.22, yanchor="top"),
+                  xaxis=dict(title="inner dimension K", type="log", tickvals=Ks),
+                  yaxis=dict(title="relative error (%, log)", type="log", dtick=1))
 fig.show()
 print(f"{'K':>6}{'no promotion':>14}{'promotion':>11}{'input rounding':>16}")
 for i, k in enumerate(Ks):
@@ -372,7 +376,8 @@ for i, k in enumerate(Ks):
 # products; the FP32 additions on top are practically exact. The FP8 rounding of the inputs (~3–4%, the grey line)
 # is larger still, but it is unbiased noise that does not depend on $K$; the truncating accumulator's error is
 # systematic and grows with every product it adds.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## The FP8 widget
 #
 # The widget puts all of this together: choose the format and the scaling granularity, plant outliers, and watch
@@ -381,11 +386,11 @@ for i, k in enumerate(Ks):
 # the figure after them is the static twin used by the published book (its slider compares per-tensor scaling with
 # 1×128 tiles; JupyterLab leaves it blank, as the live widget takes its place).
 
-# %% tags=["remove-output"]
+# %% tags=["remove-output"] slideshow={"slide_type": "slide"}
 w = FP8TileWidget()
 w
 
-# %% tags=["remove-input"]
+# %% tags=["remove-input"] slideshow={"slide_type": "slide"}
 twin = w.static_figure()
 # For the book only (text/html), with 2 of its 4 steps (per tensor, 1×128 tiles): its heat maps in both of
 # plotly's output formats would take over 1 MB of this notebook. In JupyterLab, use the live widget above.
@@ -413,7 +418,8 @@ print("GEMM accumulation error at K = 4096:",
 # %% [markdown]
 # Note how the per-element view differs from the norm-based one above: an outlier of $10^4$ already pushes thousands
 # of small values into the subnormals under per-tensor scaling, although their share of the matrix's norm is small.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Where V3 keeps higher precision
 #
 # FP8 is for the large GEMMs. The report keeps in BF16 or FP32 whatever is small in cost but sensitive: the
@@ -454,7 +460,8 @@ print(f"  plain linear layers: {', '.join(kept_linear)}")
 # inside its core (expanding keys and values, or absorbed into the queries and outputs when decoding; lesson 1).
 # `"experts"` stands for all routed experts of that MoE layer: their weights are stacked in one tensor per matrix,
 # and every expert's matmul goes through the FP8 function.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Does FP8 training match FP32?
 #
 # The report trained models in FP8 and BF16 side by side and measured a relative loss difference **below 0.25%**.
@@ -479,7 +486,7 @@ for label, kw in runs.items():
 print(", ".join(f"{label}: {s:.1f} s" for label, s in seconds.items()))
 
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 def train_losses(result):
     """(steps, training losses) of a run's history."""
     rows = [r for r in result.history if r["split"] == "train"]
@@ -494,7 +501,7 @@ for label, result in results.items():
     steps, losses = train_losses(result)
     fig.add_scatter(x=steps, y=losses, name=label, mode="lines", line=run_styles[label])
 fig.update_layout(title=f"Training loss of the tiny model, FP32 vs simulated FP8 ({STEPS} steps)",
-                  template="plotly_white", font_size=15, legend_title_text="run",
+                  template="course", font_size=15, legend_title_text="run",
                   xaxis_title="step", yaxis_title="training loss (nats per byte)")
 fig.show()
 
@@ -528,7 +535,8 @@ print(f"the seed-to-seed difference is {abs(seed_gap) / abs(fp8_gap):.0f}× the 
 # > "1×128 tile" is a whole token (per-row scaling) and every weight matrix fits in one 128×128 block (per-tensor
 # > scaling); fine-grained scaling only starts to differ at V3's widths. `wkv_b` stays in full precision because our
 # > attention absorbs it. Master weights and AdamW's moments are FP32 here (V3: moments in BF16).
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
 # Replace the `...` with an expression, run the cell, and the checker from `course.check_fp8` compares your

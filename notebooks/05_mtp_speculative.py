@@ -13,7 +13,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # 5 · Multi-token prediction and speculative decoding
 #
 # **Learning goals.** After this lesson you can
@@ -55,12 +55,12 @@ PROMPTS_PER_DOMAIN = 3  # validation prompts per domain; raise for a steadier ac
 CHECKPOINT = Path("../checkpoints/mini")  # the trained mini model (lesson 6 shows how it was trained)
 
 
-# %% tags=["remove-cell"]
+# %% slideshow={"slide_type": "skip"} tags=["remove-cell"]
 from widgets import setup_plotly
 
 _ = setup_plotly()  # plotly in JupyterLab, plain HTML in the book
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Predicting one more token, sequentially
 #
 # A language model is trained on *next-token prediction*: at position $i$ its last hidden state $\mathbf{h}^0_i$
@@ -105,7 +105,7 @@ v3 = count_params(preset("deepseek-v3"))
 print(f"DeepSeek-V3's one MTP module: {v3.mtp / 1e9:.1f}B beside {v3.total / 1e9:.0f}B "
       f"({v3.mtp / v3.total:.1%})")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Who sees what: the alignment
 #
 # Off-by-one errors and *target leakage* (a module that can see the token it is scored on) hide in the indices, and
@@ -162,7 +162,7 @@ with torch.no_grad():
         print(f"t_{j} ({role}) '{show(stream[0, j])}' -> '9': "
               f"do the depth-1 logits at positions 0..{i} move? {verdict}")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## The training loss
 #
 # Each depth is scored like the main model, with a cross-entropy over the positions that have a target:
@@ -196,7 +196,8 @@ assert torch.allclose(rebuilt, out.loss)
 # once) and with making $\mathbf{h}^0_i$ carry information about more than the next token, which it found to improve
 # the main model on most benchmarks. At inference the modules can simply be dropped; the main model works alone.
 # Or they can be put to work.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Speculative decoding: the MTP module drafts, the main model verifies
 #
 # Plain greedy decoding makes one forward pass of the main model per new token. But after a forward pass we hold
@@ -250,7 +251,8 @@ print(f"plain greedy: {n_greedy} forward passes for {N_NEW} tokens; "
 # %% [markdown]
 # The untrained model's drafts are almost never accepted, so speculative decoding only adds the cost of drafting.
 # A draft is worth something only when the MTP module has learnt to agree with the main model.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## A trained model
 #
 # The `mini` preset (4 blocks, 16 routed experts, one MTP module) was trained on the course's generated corpus with
@@ -340,7 +342,7 @@ print(f"1 + p for the trained model: {1 + acc:.3f} (measured: a bit less, as the
 for name, p, out_spec, st, _ in [runs[0], runs[-1]]:
     print(f"{name} ({st.acceptance_rate:.0%} accepted): [{decode(p)!r}] -> {decode(out_spec[len(p):])!r}\n")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Where drafts fail: agreement per domain
 #
 # A handful of prompts gives a noisy rate. Every byte of the validation split carries its domain label, so we can
@@ -376,23 +378,23 @@ for d_id, name in enumerate([*data.domain_names, "all"]):
     per_domain[name] = [rates[0], rates[3]]
     print(f"{name:<12}{int(sel.sum()):>10}{rates[0]:>11.1%}{rates[1]:>13.1%}{rates[2]:>14.1%}{rates[3]:>21.1%}")
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 names = list(data.domain_names)
 spec_by_domain = [total([r[3] for r in runs if r[0] == name])[0] for name in names]
 v3_band = "#009E73"
 fig = go.Figure([
-    go.Bar(name="trained: acceptance in speculative decoding (prompts of the domain)", x=names,
+    go.Bar(name="trained: accepted in decoding (prompts)", x=names,
            y=[100 * v for v in spec_by_domain], marker_color="#0072B2"),
-    go.Bar(name="trained: draft agreement on validation text (bytes of the domain)", x=names,
+    go.Bar(name="trained: agreement on validation bytes", x=names,
            y=[100 * per_domain[n][0] for n in names], marker_color="#56B4E9"),
-    go.Bar(name="untrained: draft agreement on validation text", x=names,
+    go.Bar(name="untrained: agreement on validation", x=names,
            y=[100 * per_domain[n][1] for n in names], marker_color="#E69F00"),
-    go.Scatter(name="DeepSeek-V3's reported acceptance: 85–90%", x=[None], y=[None], mode="markers",
+    go.Scatter(name="V3's reported acceptance: 85–90%", x=[None], y=[None], mode="markers",
                marker=dict(symbol="square", size=14, color=v3_band, opacity=0.3)),
 ])
 fig.add_hrect(y0=85, y1=90, fillcolor=v3_band, opacity=0.3, line_width=0, layer="below")
 fig.update_traces(hovertemplate="%{x}: %{y:.1f}%", selector=dict(type="bar"))
-fig.update_layout(barmode="group", template="plotly_white", title="How often the MTP module's draft is accepted",
+fig.update_layout(barmode="group", template="course", title="How often the MTP module's draft is accepted",
                   xaxis_title="domain", yaxis=dict(title="acceptance / agreement (%)", range=[0, 105]),
                   legend=dict(orientation="h", y=-0.2), height=520, font=dict(size=13))
 fig.show()
@@ -404,7 +406,8 @@ fig.show()
 # every draft is accepted. In decoding, the arithmetic prompts fare better than the agreement suggests: the answer
 # is only the first few of the generated bytes (the continuations above move on to other documents), and the
 # model continues from its *own* digits rather than the true ones.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Forward passes are not seconds
 #
 # Tokens per main-model forward is a property of the model and the text, the same on any machine. Time is not: a
@@ -446,7 +449,46 @@ print(f"wall-clock speed-up {t_greedy / t_spec:.2f}x, against {tpf:.2f}x more to
 # > measured on real text across many topics. We keep $\lambda = 0.3$ for the whole run (V3 lowered it to 0.1
 # > for its last 4.8T tokens); the weights are stored in bf16 and run in fp32 on a CPU; decoding is greedy and one
 # > sequence at a time (V3 is served in batches on GPUs, where verifying a second token costs little extra).
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ## Bug hunt: an MTP loss that leaks
 #
+# `course.bug_hunt` hands you a tiny model whose MTP losses were rewritten by hand, with one bug planted (the
+# library stays correct). The tool is a leakage test: train a copy for 25 steps on uniformly random bytes, where
+# nothing can be predicted. An honest loss cannot fall below ln(256) ≈ 5.55 nats there; `mtp_leak` reports how far
+# the MTP loss falls below ln(256) − 0.5. Read the planted function, name the bug (one of `bug_hunt.BUGS`), and write
+# the fix: a function with the same arguments.
+
+# %%
+from course import bug_hunt, check_bug_hunt
+
+for name, what in bug_hunt.BUGS.items():
+    print(f"{name:<20} {what}")
+lab_5 = bug_hunt.open_lab("5")
+print(f"\nlab 5: {lab_5.detector} = {lab_5.detect():.2f} nats (an honest MTP loss: 0)")
+print(lab_5.source)
+
+# %%
+my_bug = ...  # one of the names above
+
+check_bug_hunt.check_diagnosis("5", my_bug)
+
+# %%
+my_fix = ...  # def my_fix(model, mtp_logits, targets): ...
+
+check_bug_hunt.check_fix("5", my_fix)
+
+# %% jupyter={"outputs_hidden": true, "source_hidden": true} tags=["hide-cell"]
+def fixed_mtp_losses(model, mtp_logits, targets):
+    # depth k at position i saw the embedding of token i + k; it must predict token i + k + 1 = targets[:, i + k]
+    return [cross_entropy(logits, targets[:, k:]) for k, logits in enumerate(mtp_logits, start=1)]
+
+
+print(check_bug_hunt.check_diagnosis("5", "mtp-target-leak"))
+print(check_bug_hunt.check_fix("5", fixed_mtp_losses))
+print("scored against its own input, the module learns to copy: a falling loss that teaches nothing")
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
 # Each exercise cell starts with `my_answer = ...`. Replace the `...` with a number, run the cell, and the checker

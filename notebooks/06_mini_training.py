@@ -13,7 +13,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # 6 · The mini end-to-end training run
 #
 # **Learning goals.** After this lesson you can
@@ -59,12 +59,12 @@ LIVE_BATCH, LIVE_SEQ = 8, 128  # windows per step and bytes per window of the li
 RUN = Path("../checkpoints/mini")  # the shipped run, written by `make train`
 COLORS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00"]  # Okabe–Ito
 
-# %% tags=["remove-cell"]
+# %% slideshow={"slide_type": "skip"} tags=["remove-cell"]
 from widgets import setup_plotly
 
 _ = setup_plotly()  # plotly in JupyterLab, plain HTML in the book
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 1 · The data: four domains, read as bytes
 #
 # Nothing is downloaded. `builtin_dataset(seed=0)` *generates* a corpus from a seed: short documents of four kinds,
@@ -117,7 +117,7 @@ baseline = data.unigram_baseline()
 print(f"unigram baseline: {baseline:.4f} nats/byte (perplexity {math.exp(baseline):.1f})")
 print(f"uniform guess:    {math.log(256):.4f} nats/byte (perplexity 256)")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 2 · A live training run, MoE next to dense
 #
 # `dsv3_mini.train.train` is the whole training loop in one readable function. Each step it draws `batch_size`
@@ -187,7 +187,7 @@ for name, r in runs.items():
 print("\na train record has:", ", ".join(train_rows[-1]))
 print("a val record has:  ", ", ".join(val_rows[-1]))
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 fig = go.Figure()
 for (name, r), color in zip(runs.items(), COLORS, strict=False):
     rows = [h for h in r.history if h["split"] == "train"]
@@ -197,7 +197,7 @@ fig.add_hline(y=baseline, line=dict(color="#555555", dash="dash"),
               annotation_text="unigram baseline", annotation_position="top right")
 fig.update_layout(title=f"The live runs: {LIVE_STEPS} steps of {LIVE_BATCH} × {LIVE_SEQ} bytes",
                   xaxis_title="training step", yaxis_title="training loss (nats/byte)",
-                  template="plotly_white", font=dict(size=14), legend=dict(x=0.6, y=0.95))
+                  template="course", font=dict(size=14), legend=dict(x=0.6, y=0.95))
 fig.show()
 
 # %% [markdown]
@@ -217,7 +217,8 @@ fig.show()
 # the run has an `out` directory, prints a note, and *returns* normally with `interrupted=True`, the model and the
 # history up to that step. Nothing is lost; with `out=...`, `train(config, resume=True)` continues where it
 # stopped, with the same optimizer state and the same sequence of batches as an uninterrupted run.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 3 · The shipped run
 #
 # `make train` wrote three files that the repository ships (`checkpoints/mini/`): `model.safetensors`, the trained
@@ -236,7 +237,7 @@ print(f"validation loss {summary['val_loss']:.4f} nats/byte, MTP {summary['val_m
       f"unigram baseline {summary['unigram_baseline']:.4f} (same as ours: {summary['unigram_baseline'] == baseline})")
 print(f"the validation loss is {summary['unigram_baseline'] / summary['val_loss']:.1f}× below the baseline")
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 fig = go.Figure()
 fig.add_scatter(x=[m["step"] for m in train_log], y=[round(m["loss"], 4) for m in train_log],
                 name="training batch", mode="lines", line=dict(color=COLORS[0]))
@@ -248,7 +249,7 @@ fig.add_scatter(x=[0, summary["step"]], y=[summary["unigram_baseline"]] * 2, nam
                 mode="lines", line=dict(color="#555555", dash="dash"))
 fig.update_layout(title="The shipped run: loss (log scale)", xaxis_title="training step",
                   yaxis=dict(title="cross-entropy (nats/byte)", type="log", tickvals=[0.2, 0.3, 0.5, 1, 2, 4]),
-                  template="plotly_white", font=dict(size=14), legend=dict(x=0.55, y=0.8))
+                  template="course", font=dict(size=14), legend=dict(x=0.55, y=0.8))
 fig.show()
 
 # %% [markdown]
@@ -262,10 +263,10 @@ fig.show()
 # ("global"). At the start some experts take several times their share; the bias, which never gets a gradient,
 # moves by $\gamma = 0.001$ per step and pulls the loads together.
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 moe_blocks = [i for i in range(preset("mini").num_hidden_layers) if i >= preset("mini").first_k_dense_replace]
 names = [f"block {i}" for i in moe_blocks] + ["MTP module"]
-fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.05,
+fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,  # stacked: legible on a phone
                     subplot_titles=("training batch (every 10 steps)", "validation, global (every 100 steps)"))
 for j, (name, color) in enumerate(zip(names, COLORS, strict=False)):
     fig.add_scatter(x=[m["step"] for m in train_log], y=[round(m["max_vio"][j], 4) for m in train_log],
@@ -273,12 +274,11 @@ for j, (name, color) in enumerate(zip(names, COLORS, strict=False)):
     if j < len(moe_blocks):
         fig.add_scatter(x=[m["step"] for m in val_log], y=[round(m["max_vio_global"][j], 4) for m in val_log],
                         name=name, legendgroup=name, showlegend=False, mode="lines+markers",
-                        line=dict(color=color, width=3), row=1, col=2)
-fig.update_yaxes(type="log", tickvals=[0.03, 0.1, 0.3, 1, 3])
-fig.update_yaxes(title_text="MaxVio (log scale)", row=1, col=1)
-fig.update_xaxes(title_text="training step")
-fig.update_layout(title="Load imbalance per MoE layer during the shipped run", template="plotly_white",
-                  font=dict(size=14), height=450)
+                        line=dict(color=color, width=3), row=2, col=1)
+fig.update_yaxes(type="log", tickvals=[0.03, 0.1, 0.3, 1, 3], title_text="MaxVio (log scale)")
+fig.update_xaxes(title_text="training step", row=2, col=1)
+fig.update_layout(title="Load imbalance per MoE layer during the shipped run", template="course",
+                  font=dict(size=14), height=640, legend=dict(orientation="h", y=-0.15))
 fig.show()
 for j, b in enumerate(moe_blocks):
     print(f"block {b}: MaxVio_global {val_log[0]['max_vio_global'][j]:.2f} at step {val_log[0]['step']} "
@@ -338,7 +338,7 @@ print(f"  (a uniformly random digit costs at least ln 10 = {math.log(10):.3f} na
 # would pay almost nothing for it. Ours pays much more than that: it has not learnt to calculate (section 4 checks
 # this directly).
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 4 · Inside the trained model
 #
 # ### Do experts specialise by domain?
@@ -356,9 +356,9 @@ untrained = DeepSeekV3(model.cfg).eval()  # the same configuration, freshly init
 frac_untrained = routing_by_domain(untrained, data, **ROUTING)
 print("shape (MoE layers, domains, experts):", tuple(frac.shape))
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 n_exp = frac.shape[-1]
-fig = make_subplots(rows=len(moe_blocks), cols=1, vertical_spacing=0.08,
+fig = make_subplots(rows=len(moe_blocks), cols=1, vertical_spacing=0.08, shared_xaxes=True,
                     subplot_titles=[f"block {b}" for b in moe_blocks])
 for layer in range(len(moe_blocks)):
     fig.add_heatmap(z=frac[layer].numpy().round(3), x=list(range(n_exp)), y=list(DOMAINS), row=layer + 1, col=1,
@@ -367,10 +367,10 @@ for layer in range(len(moe_blocks)):
     for g in range(1, model.cfg.n_group):
         fig.add_vline(x=g * n_exp // model.cfg.n_group - 0.5, line=dict(color="white", dash="dot", width=2),
                       row=layer + 1, col=1)
-fig.update_xaxes(title_text="routed expert", dtick=1, row=len(moe_blocks), col=1)
+fig.update_xaxes(title_text="routed expert", row=len(moe_blocks), col=1)
 fig.update_layout(title="Where each domain's tokens go: fraction of routed slots",
                   coloraxis=dict(colorscale="Viridis", colorbar=dict(title="fraction")),
-                  template="plotly_white", font=dict(size=14), height=720)
+                  template="course", font=dict(size=14), height=720)
 fig.show()
 
 # %% [markdown]
@@ -428,11 +428,11 @@ print("hidden states:", tuple(hidden.shape), " router centroids:", tuple(moe.gat
 # %% [markdown]
 # In JupyterLab the controls above are live; the figure below is the static twin used by the published book.
 
-# %% tags=["remove-output"]
+# %% slideshow={"slide_type": "slide"} tags=["remove-output"]
 w = RouterLoadWidget(hidden_states=hidden, router_weight=moe.gate.weight, base_config=model.cfg)
 w
 
-# %% tags=["remove-input"]
+# %% slideshow={"slide_type": "slide"} tags=["remove-input"]
 w.static_figure().show()
 
 # %% [markdown]
@@ -542,7 +542,7 @@ print(f"all four equal greedy decoding; pooled: acceptance {accepted / drafted:.
 # nearly certain. The acceptance rate measures how predictable the text is as much as how good the draft model is;
 # lesson 5 measures it per domain and asks what a saved forward pass is worth on a CPU.
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## 5 · How our mini model differs from the real one
 #
 # > **How our mini model differs from the real one.** The architecture is the same code path — MLA with decoupled
@@ -580,7 +580,7 @@ for name, a, b in rows:
 print(f"\nDeepSeek-V3 is {c_v3.total / c_ours.total:,.0f}× larger in total, "
       f"{c_v3.active / c_ours.active:,.0f}× in active parameters")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
 # Replace the `...` with an expression, run the cell, and the checker from `course.check_training` compares
@@ -640,4 +640,4 @@ for name, h in zip(DOMAINS, entropy.tolist(), strict=True):
 # *better*, what would you compare — loss at an equal number of steps, of tokens, or of seconds? Which of these does
 # a 2-core CPU favour, which does a GPU cluster favour, and why did DeepSeek-V3 choose the MoE anyway?
 #
-# Next: lesson 7, the report's claims next to what this course measures.
+# Next: lesson 7, the machine room: the same model trained by a pipeline of processes, and DualPipe.

@@ -1,4 +1,4 @@
-"""The checkers of lesson 7 accept the right answers, hint on wrong ones, and compute their answers from the library."""
+"""The checkers of lesson 9 accept the right answers, hint on wrong ones, and compute their answers from the library."""
 
 from course import check_claims
 

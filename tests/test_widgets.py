@@ -289,3 +289,18 @@ def test_redraw_messages_never_leave_a_property_undefined(cls, monkeypatch):
     for restyle in sent:
         for key, values in restyle.items():
             assert all(v is not Undefined for v in values), key
+
+
+@pytest.mark.parametrize("cls", WIDGETS, ids=lambda c: c.__name__)
+def test_static_twin_stacks_its_panels_for_the_books_column(cls):
+    """The book's twin is one column of panels (a phone has no room side by side) with titles that fit its width."""
+    from widgets.twin_layout import _TAG, BOOK_TITLE_CHARS
+
+    fig = cls().static_figure()
+    for axis in fig.select_xaxes():
+        assert tuple(axis.domain) == (0.0, 1.0), f"{axis.anchor}: a panel beside another"
+    for step in fig.layout.sliders[0].steps:
+        for line in step.args[1]["title.text"].split("<br>"):
+            assert len(_TAG.sub("", line)) <= BOOK_TITLE_CHARS, line
+        assert len(step.label) <= 8  # the slider's step labels share a phone's width
+    assert fig.layout.width is None  # the width follows the page

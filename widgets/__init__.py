@@ -2,15 +2,21 @@
 
 ``RouterLoadWidget`` (MoE routing and load), ``BiasBalancingWidget`` (loss-free balancing vs an auxiliary loss),
 ``KVCacheWidget`` (KV-cache bytes of MHA/GQA/MQA/MLA), ``FP8TileWidget`` (fine-grained FP8 quantisation and
-accumulation). Each has ``.figure`` (a plotly FigureWidget), ``.message`` (why a setting is impossible),
+accumulation), ``DeploymentWidget`` (memory, GPUs and decode speed of serving V3),
+``PipelineScheduleWidget`` (1F1B, ZB1P and DualPipe timelines, bubbles and memory per rank).
+Each has ``.figure`` (a plotly FigureWidget), ``.message`` (why a setting is impossible),
 ``set_values(**controls)`` (several controls, one redraw) and ``static_figure()`` (a kernel-free plotly figure with
-its own slider, for the book). ``setup_plotly()`` chooses how notebooks show figures.
+its own slider, for the book).
+``setup_plotly()`` chooses how notebooks show figures.
 """
 
 from .balancing import BiasBalancingWidget
+from .deployment import DeploymentWidget
 from .display import setup_plotly
 from .fp8_tile import FP8TileWidget
 from .kv_cache import KVCacheWidget
+from .pipeline import PipelineScheduleWidget
 from .router import RouterLoadWidget
 
-__all__ = ["BiasBalancingWidget", "FP8TileWidget", "KVCacheWidget", "RouterLoadWidget", "setup_plotly"]
+__all__ = ["BiasBalancingWidget", "DeploymentWidget", "FP8TileWidget", "KVCacheWidget", "PipelineScheduleWidget",
+           "RouterLoadWidget", "setup_plotly"]

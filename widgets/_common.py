@@ -5,6 +5,9 @@ Every widget is an ``ipywidgets.VBox`` holding its controls, an HTML status line
 figure in place; a ``ValueError`` from ``dsv3_mini`` (an impossible combination) is shown in ``.message`` and the
 figure keeps its last valid state. ``static_figure()`` precomputes a few states into plotly frames and a slider, so a
 published page without a kernel can still step through them.
+
+Two layouts of one figure: ``new_figure()`` for the live widget, ``new_figure(stacked=True)`` for the static twin in
+the book (``widgets.twin_layout``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,21 @@ import plotly.graph_objects as go
 import torch
 
 from .palette import VERMILLION
+from .twin_layout import (
+    BOOK_FONT_SIZE,
+    BOOK_LINE_PX,
+    BOOK_TITLE_SIZE,
+    SLIDER_PX,
+    lines,
+    paper_y,
+    wrap_html,
+)
+
+# re-exported: widgets import the twin's layout helpers from here too
+from .twin_layout import colorbar_above as colorbar_above
+from .twin_layout import legend_below as legend_below
+from .twin_layout import stacked_subplots as stacked_subplots
+from .twin_layout import subtitle as subtitle
 
 FONT_SIZE = 16  # axis labels and ticks; readable on a projector
 WIDGET_WIDTH = 1000  # px; a FigureWidget inside a container does not size itself to the cell (it would be 700)
@@ -133,6 +151,8 @@ class PlotWidget(ipw.VBox):
         for trace, upd in zip(fig.data, self.trace_updates(first), strict=True):
             trace.update(upd)
         fig.layout.update(self.layout_updates(first))
+        fig.update_xaxes(ticklabelstandoff=4)  # the first x and y tick labels of a panel meet at its corner
+        fig.update_yaxes(ticklabelstandoff=4)
         fig.layout.width = WIDGET_WIDTH
         self.figure = go.FigureWidget(fig)
         grid = ipw.GridBox(
@@ -227,37 +247,69 @@ class PlotWidget(ipw.VBox):
             self._suspended = False
         return self.refresh()
 
+    def book_title(self, state: Any) -> str:
+        """The static twin's title for a state (default: the live title); shorter where the live one explains more."""
+        return self.layout_updates(state)["title.text"]
+
     def static_figure(self) -> go.Figure:
         """A plain ``go.Figure`` whose own slider steps through precomputed states (no kernel needed).
 
-        Each slider step is a ``Plotly.update`` with the state's data and titles (unlike animation frames, an
-        update re-fits the axes). Data are plain JSON: plotly.js decodes base64 typed arrays only in a figure's
-        top-level data, not in slider arguments.
+        The book's layout: ``new_figure(stacked=True)`` (one column of panels), smaller fonts, titles wrapped to the
+        width of a phone, the slider below everything. Each slider step is a ``Plotly.update`` with the state's data
+        and titles (unlike animation frames, an update re-fits the axes). Data are plain JSON: plotly.js decodes
+        base64 typed arrays only in a figure's top-level data, not in slider arguments.
         """
         states = [(label, self.compute_state(p)) for label, p in self.static_states()]
-        fig = self.new_figure()
+        fig = self.new_figure(stacked=True)
         base = [flatten(plain(t.to_plotly_json())) for t in fig.data]  # to restore what a state does not set
         flats = [[flatten(plain(u)) for u in self.trace_updates(state)] for _, state in states]
         keys = sorted({k for flat in flats for upd in flat for k in upd})
+        layouts = [{**self.layout_updates(state), "title.text": wrap_html(self.book_title(state))}
+                   for _, state in states]
         steps = []
-        for (label, state), flat in zip(states, flats, strict=True):
+        for (label, _), flat, layout in zip(states, flats, layouts, strict=True):
             data = {k: [upd.get(k, b.get(k)) for upd, b in zip(flat, base, strict=True)] for k in keys}
-            steps.append({"label": label, "method": "update", "args": [data, self.layout_updates(state)]})
+            steps.append({"label": label, "method": "update", "args": [data, layout]})
         for trace, upd in zip(fig.data, self.trace_updates(states[0][1]), strict=True):
             trace.update(plain(upd))
-        fig.layout.update(self.layout_updates(states[0][1]))
-        fig.layout.sliders = [
-            {
-                "active": 0,
-                "currentvalue": {"prefix": f"{self.static_label}: ", "font": {"size": FONT_SIZE}},
-                "pad": {"t": 85},
-                "font": {"size": FONT_SIZE - 2},
+        fig.layout.update(layouts[0])
+        # Grow the margins, not the plotting area, so the paper coordinates that new_figure placed legends and colour
+        # bars at stay where they were: the title's lines on top, the slider at the bottom.
+        title_px = 16 + BOOK_LINE_PX * max(lines(layout["title.text"]) for layout in layouts)
+        bottom, height = fig.layout.margin.b, fig.layout.height
+        bars = [t.colorbar for t in fig.data if "colorbar" in t] + [fig.layout.coloraxis.colorbar]
+        for bar in bars:  # container coordinates: keep the same distance from the bottom (which grows by the slider)
+            if bar.yref == "container":
+                bar.y = (bar.y * height + SLIDER_PX) / (height + title_px + SLIDER_PX)
+        fig.update_layout(
+            height=fig.layout.height + title_px + SLIDER_PX,
+            margin={"t": fig.layout.margin.t + title_px, "b": bottom + SLIDER_PX},
+            title={"font": {"size": BOOK_TITLE_SIZE}, "pad": {"t": 14}},
+            font={"size": BOOK_FONT_SIZE},
+            hoverlabel={"font": {"size": BOOK_FONT_SIZE}},
+            sliders=[{
+                "active": 0, "x": 0, "len": 1, "y": paper_y(fig, -bottom), "yanchor": "top", "pad": {"t": 0, "b": 0},
+                "currentvalue": {"prefix": f"{self.static_label}: ", "font": {"size": BOOK_FONT_SIZE}},
+                "font": {"size": BOOK_FONT_SIZE - 2},
                 "steps": steps,
-            }
-        ]
-        fig.layout.height = (fig.layout.height or 600) + 120  # room for the slider; the width follows the page
-        fig.layout.margin.b = 150
+            }],
+        )
+        # at the corner of a panel the first x and y tick labels ("0" and "0") meet: move both off the axis lines
+        fig.update_xaxes(ticklabelstandoff=4)
+        fig.update_yaxes(ticklabelstandoff=4)
+        fig.layout.width = None  # the width follows the page
         return fig
+
+
+def book_layout(left: int = 70, right: int = 20, **extra: Any) -> dict[str, Any]:
+    """``base_layout`` for a static twin whose height and top/bottom margins ``stacked_subplots`` has set."""
+    layout = base_layout(0, **extra)
+    del layout["height"]
+    layout["margin"] = {"l": left, "r": right}
+    layout["font"]["size"] = BOOK_FONT_SIZE
+    layout["legend"]["font"]["size"] = BOOK_FONT_SIZE - 1
+    layout.update(extra)
+    return layout
 
 
 def slider_style() -> dict[str, str]:

@@ -13,8 +13,9 @@ from plotly.subplots import make_subplots
 from dsv3_mini.balancing import BalanceHistory, simulate_balancing
 from dsv3_mini.config import ModelConfig, preset
 
-from ._common import PlotWidget, base_layout, f32, slider_style
+from ._common import PlotWidget, base_layout, book_layout, f32, slider_style
 from .palette import BLACK, BLUE, VERMILLION, group_colors
+from .twin_layout import colorbar_above, legend_below, stacked_subplots, subtitle
 
 POLICIES = ("loss-free", "aux-loss", "none")
 DEFAULT_CONFIG = preset("tiny").replace(n_routed_experts=16, num_experts_per_tok=4, n_group=4, topk_group=2)
@@ -91,36 +92,49 @@ class BiasBalancingWidget(PlotWidget):
                 for pol in POLICIES}
         return {"params": dict(p), **runs}
 
-    def new_figure(self) -> go.Figure:
+    def new_figure(self, stacked: bool = False) -> go.Figure:
+        """Two heat maps of the load, the biases and MaxVio: a 2 × 2 grid live, one column in the book."""
         e = self.cfg.n_routed_experts
-        fig = make_subplots(
-            rows=2, cols=2, vertical_spacing=0.2, horizontal_spacing=0.1,
-            subplot_titles=("Load over time: loss-free (bias)", "Load over time: aux-loss",
-                            "Bias b per expert (loss-free; colour = group)", "MaxVio per step"),
-        )
-        for col in (1, 2):
-            fig.add_heatmap(row=1, col=col, coloraxis="coloraxis",
+        titles = ("Load over time: loss-free (bias)", "Load over time: aux-loss",
+                  "Bias b per expert (loss-free; colour = group)", "MaxVio per step")
+        if stacked:
+            # the shared colour bar lies flat above the heat maps: at a phone's width there is no room beside them
+            fig = stacked_subplots(titles, [200, 200, 240, 240], top_px=140, bottom_px=62 + 3 * 24)
+            cells = [(1, 1), (2, 1), (3, 1), (4, 1)]
+        else:
+            fig = make_subplots(rows=2, cols=2, vertical_spacing=0.2, horizontal_spacing=0.16, subplot_titles=titles)
+            cells = [(1, 1), (1, 2), (2, 1), (2, 2)]
+        (r1, c1), (r2, c2), (r3, c3), (r4, c4) = cells
+        for row, col in cells[:2]:
+            fig.add_heatmap(row=row, col=col, coloraxis="coloraxis",
                             hovertemplate="step %{x}<br>expert %{y}<br>load/mean %{z:.2f}<extra></extra>")
         for i, color in enumerate(group_colors(e, self.cfg.n_group)):
-            fig.add_scatter(row=2, col=1, mode="lines", line={"color": color, "width": 1.5}, showlegend=False,
+            fig.add_scatter(row=r3, col=c3, mode="lines", line={"color": color, "width": 1.5}, showlegend=False,
                             name=f"expert {i}",
                             hovertemplate=f"expert {i}<br>step %{{x}}<br>b = %{{y:.4f}}<extra></extra>")
         for pol in POLICIES:
-            fig.add_scatter(row=2, col=2, mode="lines", **POLICY_STYLE[pol])
-        for col in (1, 2):
-            fig.update_xaxes(title_text="training step", row=1, col=col)
-            fig.update_yaxes(title_text="routed expert (index)", row=1, col=col)
-        fig.update_xaxes(title_text="training step", row=2, col=1)
-        fig.update_yaxes(title_text="selection bias b (score units)", row=2, col=1)
-        fig.update_xaxes(title_text="training step", row=2, col=2)
-        fig.update_yaxes(title_text="MaxVio = (max − mean) / mean", row=2, col=2, rangemode="tozero")
-        fig.update_layout(base_layout(
-            780,
-            coloraxis={"colorscale": "Cividis", "cmin": 0, "cmax": 3,
-                       "colorbar": {"title": {"text": "load ÷ mean load", "side": "right"}, "len": 0.42, "y": 0.8}},
-            legend={"x": 1.02, "xanchor": "left", "y": 0.0, "yanchor": "bottom", "title": {"text": "policy"}},
-            margin={"l": 90, "r": 230, "t": 110, "b": 70},
-        ))
+            fig.add_scatter(row=r4, col=c4, mode="lines", **POLICY_STYLE[pol])
+        for row, col in cells:
+            fig.update_xaxes(title_text="training step", row=row, col=col)
+        for row, col in cells[:2]:
+            fig.update_yaxes(title_text="routed expert (index)", row=row, col=col)
+        fig.update_yaxes(title_text="selection bias b", row=r3, col=c3)
+        fig.update_yaxes(title_text="MaxVio = (max − mean) / mean", row=r4, col=c4, rangemode="tozero")
+        colorscale = {"colorscale": "Cividis", "cmin": 0, "cmax": 3}
+        if stacked:
+            fig.update_layout(book_layout(
+                coloraxis={**colorscale, "colorbar": {**colorbar_above(fig, 56),
+                                                      "title": {"text": "load ÷ mean load", "side": "top"}}},
+            ))
+            fig.update_layout(legend=legend_below(fig))
+        else:
+            fig.update_layout(base_layout(
+                780,
+                coloraxis={**colorscale, "colorbar": {"title": {"text": "load ÷ mean load", "side": "right"},
+                                                      "len": 0.42, "y": 0.8}},
+                legend={"x": 1.02, "xanchor": "left", "y": 0.0, "yanchor": "bottom", "title": {"text": "policy"}},
+                margin={"l": 90, "r": 230, "t": 110, "b": 70},
+            ))
         return fig
 
     def trace_updates(self, s: dict[str, Any]) -> list[dict[str, Any]]:
@@ -140,9 +154,9 @@ class BiasBalancingWidget(PlotWidget):
         tail = {pol: float(s[pol].max_vio[-max(1, len(s[pol].max_vio) // 5):].mean()) for pol in POLICIES}
         return {"title.text": (
             f"MaxVio over the last 20% of steps: loss-free {tail['loss-free']:.2f} · aux-loss {tail['aux-loss']:.2f}"
-            f" · none {tail['none']:.2f}<br><span style='font-size:15px'>{self.cfg.n_routed_experts} experts, top-"
-            f"{self.cfg.num_experts_per_tok}, {self.tokens} tokens/step · γ = {p['gamma']:.1e}, α = {p['alpha']:.1e}"
-            "</span>"
+            f" · none {tail['none']:.2f}<br>" + subtitle(
+                f"{self.cfg.n_routed_experts} experts, top-{self.cfg.num_experts_per_tok}, {self.tokens} tokens/step"
+                f" · γ = {p['gamma']:.1e}, α = {p['alpha']:.1e}")
         )}
 
     def static_states(self) -> list[tuple[str, dict[str, Any]]]:

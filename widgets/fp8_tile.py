@@ -14,8 +14,9 @@ from plotly.subplots import make_subplots
 from dsv3_mini.fp8 import elementwise_relative_error, fake_quantize, rounding_limit
 from dsv3_mini.fp8_gemm import gemm_errors
 
-from ._common import PlotWidget, base_layout, f32, slider_style, wide
+from ._common import PlotWidget, base_layout, book_layout, f32, slider_style, wide
 from .palette import BLACK, BLUE, GREY, ORANGE, VERMILLION
+from .twin_layout import colorbar_above, legend_below, stacked_subplots, subtitle
 
 GRANULARITIES = {  # label -> block argument of dsv3_mini.fp8
     "per tensor": "tensor",
@@ -23,6 +24,7 @@ GRANULARITIES = {  # label -> block argument of dsv3_mini.fp8
     "1×128 tile (V3 activations)": "tile",
     "128×128 block (V3 weights)": "block",
 }
+STATIC_LABELS = {"tensor": "tensor", "row": "row", "tile": "1×128", "block": "128×128"}  # short: a phone's slider
 SIZES = {"64 × 256": (64, 256), "128 × 256": (128, 256), "128 × 512": (128, 512), "256 × 512": (256, 512)}
 GEMM_K = (128, 256, 512, 1024, 2048, 4096)
 GEMM_MN = 8  # the GEMM operands are (8, K) @ (8, K).T
@@ -124,35 +126,45 @@ class FP8TileWidget(PlotWidget):
                 "flushed": int(((x_hat == 0) & (x != 0)).sum()),
                 "damaged": int((err > rounding_limit(p["fmt"]) * 1.001).sum())}
 
-    def new_figure(self) -> go.Figure:
-        fig = make_subplots(
-            rows=2, cols=2, specs=[[{"colspan": 2}, None], [{}, {}]], vertical_spacing=0.17, horizontal_spacing=0.12,
-            row_heights=[0.55, 0.45],
-            subplot_titles=("Relative error of each element after the FP8 round trip",
-                            "Error histogram (all elements)", "GEMM (V3 scaling): accumulation error"),
-        )
-        fig.add_heatmap(row=1, col=1, zmin=Z_MIN, zmax=0,
-                        colorbar={"title": {"text": "relative error", "side": "right"}, "len": 0.5, "y": 0.78},
+    def new_figure(self, stacked: bool = False) -> go.Figure:
+        """The error map over the histogram and the GEMM curves live; the three stacked in one column in the book."""
+        titles = ("Relative error of each element after the FP8 round trip", "Error histogram (all elements)",
+                  "GEMM (V3 scaling): accumulation error")
+        if stacked:
+            fig = stacked_subplots(titles, [260, 220, 240], top_px=150, bottom_px=62 + 4 * 24)
+            cells = [(1, 1), (2, 1), (3, 1)]
+        else:
+            fig = make_subplots(rows=2, cols=2, specs=[[{"colspan": 2}, None], [{}, {}]], vertical_spacing=0.17,
+                                horizontal_spacing=0.16, row_heights=[0.55, 0.45], subplot_titles=titles)
+            cells = [(1, 1), (2, 1), (2, 2)]
+        (rm, cm), (rh, ch), (rg, cg) = cells
+        colorbar = (colorbar_above(fig, 56) if stacked
+                    else {"title": {"side": "right"}, "len": 0.5, "y": 0.78})
+        fig.add_heatmap(row=rm, col=cm, zmin=Z_MIN, zmax=0, colorbar=colorbar,
                         hovertemplate="row %{y}, col %{x}<br>log₁₀ error %{z:.2f}<extra></extra>")
-        fig.add_scatter(row=1, col=1, mode="markers", name="outliers",
+        fig.add_scatter(row=rm, col=cm, mode="markers", name="outliers",
                         marker={"symbol": "circle-open", "size": 16, "color": BLACK, "line": {"width": 3}})
-        fig.add_bar(row=2, col=1, name="elements", showlegend=False, marker={"color": BLUE},
+        fig.add_bar(row=rh, col=ch, name="elements", showlegend=False, marker={"color": BLUE},
                     hovertemplate="log₁₀ error %{x:.2f}<br>%{y} elements<extra></extra>")
-        fig.add_scatter(row=2, col=2, mode="lines+markers", name="no promotion",
+        fig.add_scatter(row=rg, col=cg, mode="lines+markers", name="no promotion",
                         line={"color": VERMILLION, "width": 3}, marker={"symbol": "x", "size": 10})
-        fig.add_scatter(row=2, col=2, mode="lines+markers", name="promote to FP32",
+        fig.add_scatter(row=rg, col=cg, mode="lines+markers", name="promote to FP32",
                         line={"color": BLUE, "width": 3}, marker={"symbol": "circle", "size": 9})
-        fig.add_scatter(row=2, col=2, mode="lines", name="input rounding (vs exact)",
+        fig.add_scatter(row=rg, col=cg, mode="lines", name="input rounding (vs exact)",
                         line={"color": GREY, "width": 2, "dash": "dash"})
-        fig.update_xaxes(title_text="column (channel)", row=1, col=1, range=[-0.5, None])
-        fig.update_yaxes(title_text="row (token)", row=1, col=1, autorange="reversed")
-        fig.update_xaxes(title_text="relative error (log scale)", row=2, col=1, tickvals=[-6, -4, -2, 0],
+        fig.update_xaxes(title_text="column (channel)", row=rm, col=cm, range=[-0.5, None])
+        fig.update_yaxes(title_text="row (token)", row=rm, col=cm, autorange="reversed")
+        fig.update_xaxes(title_text="relative error (log scale)", row=rh, col=ch, tickvals=[-6, -4, -2, 0],
                          ticktext=["≤ 10⁻⁶", "0.01%", "1%", "100%"])
-        fig.update_yaxes(title_text="elements (count, log)", row=2, col=1, type="log", dtick=1)
-        fig.update_xaxes(title_text="inner dimension K (elements)", row=2, col=2, type="log", tickvals=list(GEMM_K))
-        fig.update_yaxes(title_text="relative error (%)", row=2, col=2, type="log", dtick=1)
-        fig.update_layout(base_layout(860, legend={"x": 1.02, "xanchor": "left", "y": 0.0, "yanchor": "bottom"},
-                                      margin={"l": 90, "r": 250, "t": 110, "b": 70}))
+        fig.update_yaxes(title_text="elements (count, log)", row=rh, col=ch, type="log", dtick=1)
+        fig.update_xaxes(title_text="inner dimension K (elements)", row=rg, col=cg, type="log", tickvals=list(GEMM_K))
+        fig.update_yaxes(title_text="relative error (%)", row=rg, col=cg, type="log", dtick=1)
+        if stacked:
+            fig.update_layout(book_layout(left=80))
+            fig.update_layout(legend=legend_below(fig))
+        else:
+            fig.update_layout(base_layout(860, legend={"x": 1.02, "xanchor": "left", "y": 0.0, "yanchor": "bottom"},
+                                          margin={"l": 90, "r": 250, "t": 110, "b": 70}))
         return fig
 
     def trace_updates(self, s: dict[str, Any]) -> list[dict[str, Any]]:
@@ -165,7 +177,8 @@ class FP8TileWidget(PlotWidget):
         return [
             {"z": f32(s["log_err"]), "x": np.arange(cols), "y": np.arange(rows), "colorscale": error_colorscale(fmt),
              "colorbar": {"tickvals": [-3, -2, np.log10(limit), 0],
-                          "ticktext": ["0.1%", "1%", f"{100 * limit:g}%: FP8 rounding", "100%"]}},
+                          "ticktext": ["0.1%", "1%", f"{100 * limit:g}%", "100%"],
+                          "title": {"text": f"relative error (FP8 rounding: {100 * limit:g}%)"}}},
             {"x": (pos % cols).numpy(), "y": (pos // cols).numpy()},
             {"x": f32(centers), "y": s["hist"].astype(np.int32),
              "marker": {"color": [ORANGE if c > np.log10(limit) else BLUE for c in centers]}},
@@ -180,10 +193,9 @@ class FP8TileWidget(PlotWidget):
         return {
             "title.text": (
                 f"{p['fmt'].upper()}, {label}: {s['damaged']:,} of {s['x'].numel():,} elements lose more than FP8 "
-                f"rounding ({100 * rounding_limit(p['fmt']):g}%), {s['flushed']:,} flushed to 0"
-                f"<br><span style='font-size:15px'>{p['outlier_count']} outliers of size {p['outlier_size']:g} "
-                "(circled) are stored almost exactly; the damage (orange) falls on small values sharing their "
-                "scale</span>"
+                f"rounding ({100 * rounding_limit(p['fmt']):g}%), {s['flushed']:,} flushed to 0<br>" + subtitle(
+                    f"{p['outlier_count']} outliers of size {p['outlier_size']:g} (circled) are stored almost "
+                    "exactly; the damage (orange) falls on small values sharing their scale")
             ),
             "xaxis.range": [-0.5, s["x"].shape[1] - 0.5],
         }
@@ -192,4 +204,4 @@ class FP8TileWidget(PlotWidget):
         p = dict(self.valid_params)
         if p["size"][0] * p["size"][1] > 64 * 256:
             p["size"] = (64, 256)  # four heatmaps of 128 × 256 would exceed 1 MB of JSON
-        return [(label, {**p, "block": block}) for label, block in GRANULARITIES.items()]
+        return [(STATIC_LABELS[block], {**p, "block": block}) for block in GRANULARITIES.values()]

@@ -14,8 +14,9 @@ from dsv3_mini import DeepSeekV3
 from dsv3_mini.config import ModelConfig, preset
 from dsv3_mini.kv_cache import bytes_per_token, cache_bytes, formula_and_measured_bytes, naive_mla_bytes_per_token
 
-from ._common import PlotWidget, base_layout, slider_style, torch_threads, wide
+from ._common import PlotWidget, base_layout, book_layout, slider_style, torch_threads, wide
 from .palette import BLUE, GREEN, GREY, ORANGE, PURPLE, SKY
+from .twin_layout import legend_below, stacked_subplots, subtitle
 
 KINDS = ("mha", "gqa", "mqa", "mla")
 KIND_LABELS = {"mha": "MHA", "gqa": "GQA", "mqa": "MQA", "mla": "MLA"}
@@ -138,30 +139,44 @@ class KVCacheWidget(PlotWidget):
                 "saving_vs_naive": 100 * (1 - per_token["mla"] / naive), "measured": self._measured}
 
     # -- figure -------------------------------------------------------------------------------------------------
-    def new_figure(self) -> go.Figure:
-        fig = make_subplots(
-            rows=1, cols=3, column_widths=[0.42, 0.31, 0.27], horizontal_spacing=0.09,
-            subplot_titles=("Bytes per token (all layers)", "Whole cache", "Formula = reality (tiny model)"),
-        )
-        fig.add_bar(row=1, col=1, name="per token", showlegend=False, textposition="outside", cliponaxis=False,
+    def new_figure(self, stacked: bool = False) -> go.Figure:
+        """Three bar charts: side by side live, stacked in the book."""
+        titles = ("Bytes per token (all layers)", "Whole cache", "Formula = reality (tiny model)")
+        if stacked:
+            fig = stacked_subplots(titles, [240, 240, 220], gap_px=125, top_px=40, bottom_px=62 + 2 * 24)
+            cells = [(1, 1), (2, 1), (3, 1)]
+        else:
+            fig = make_subplots(rows=1, cols=3, column_widths=[0.42, 0.31, 0.27], horizontal_spacing=0.09,
+                                subplot_titles=titles)
+            cells = [(1, 1), (1, 2), (1, 3)]
+        (rp, cp), (rt, ct), (rm, cm) = cells
+        fig.add_bar(row=rp, col=cp, name="per token", showlegend=False, textposition="outside", cliponaxis=False,
                     hovertemplate="%{x}: %{y:,} bytes per token<extra></extra>")
-        fig.add_bar(row=1, col=2, name="total", showlegend=False, textposition="outside", cliponaxis=False,
+        fig.add_bar(row=rt, col=ct, name="total", showlegend=False, textposition="outside", cliponaxis=False,
                     hovertemplate="%{x}: %{y:.3f} GB<extra></extra>")
-        fig.add_bar(row=1, col=3, name="formula", marker={"color": SKY},
+        fig.add_bar(row=rm, col=cm, name="formula", marker={"color": SKY},
                     hovertemplate="%{x} formula: %{y:,} bytes<extra></extra>")
-        fig.add_bar(row=1, col=3, name="measured", marker={"color": GREY, "pattern": {"shape": "/"}},
+        fig.add_bar(row=rm, col=cm, name="measured", marker={"color": GREY, "pattern": {"shape": "/"}},
                     hovertemplate="%{x} measured: %{y:,} bytes<extra></extra>")
-        fig.update_xaxes(title_text="attention kind", row=1, col=1)
-        fig.update_yaxes(title_text="bytes per token", row=1, col=1, rangemode="tozero")
-        fig.update_xaxes(title_text="attention kind", row=1, col=2)
-        fig.update_yaxes(title_text="cache size (GB = 10⁹ bytes)", row=1, col=2, rangemode="tozero")
-        fig.update_xaxes(title_text=f"{MEASURED_TOKENS} tokens, fp32", row=1, col=3)
+        fig.update_xaxes(title_text="attention kind", row=rp, col=cp)
+        fig.update_yaxes(title_text="bytes per token", row=rp, col=cp, rangemode="tozero")
+        fig.update_xaxes(title_text="attention kind", row=rt, col=ct)
+        fig.update_yaxes(title_text="cache size (GB = 10⁹ bytes)" if not stacked else "cache (GB = 10⁹ B)",
+                         row=rt, col=ct, rangemode="tozero")
+        fig.update_xaxes(title_text=f"{MEASURED_TOKENS} tokens, fp32", row=rm, col=cm)
         top = max(max(pair) for pair in self._measured.values())
-        fig.update_yaxes(title_text="cache bytes", row=1, col=3, range=[0, 1.4 * top])  # headroom for the legend
-        fig.update_layout(base_layout(620, barmode="group",
-                                      legend={"x": 1, "xanchor": "right", "y": 1.0, "bgcolor": "rgba(255,255,255,0.8)"},
-                                      uniformtext={"minsize": 14, "mode": "show"},
-                                      margin={"l": 90, "r": 30, "t": 150, "b": 90}))
+        fig.update_yaxes(title_text="cache bytes", row=rm, col=cm, range=[0, 1.4 * top])  # headroom for the legend
+        if stacked:
+            # bar labels a size smaller: five bars share a phone's width
+            fig.update_layout(book_layout(barmode="group", uniformtext={"minsize": 11, "mode": "show"}))
+            fig.update_traces(textfont_size=11, selector={"type": "bar"})
+            fig.update_layout(legend={**legend_below(fig), "orientation": "h"})
+        else:
+            fig.update_layout(base_layout(620, barmode="group",
+                                          legend={"x": 1, "xanchor": "right", "y": 1.0,
+                                                  "bgcolor": "rgba(255,255,255,0.8)"},
+                                          uniformtext={"minsize": 14, "mode": "show"},
+                                          margin={"l": 90, "r": 30, "t": 150, "b": 90}))
         return fig
 
     def trace_updates(self, s: dict[str, Any]) -> list[dict[str, Any]]:
@@ -196,9 +211,16 @@ class KVCacheWidget(PlotWidget):
         which = f"{p['preset']} (uses {KIND_LABELS[used]})" if used else "custom shape"
         return {"title.text": (
             f"{which} · {p['dtype']} · {p['context']:,} tokens × batch {p['batch']}: MLA "
-            f"{_fmt_bytes(s['total']['mla'])} vs MHA {_fmt_bytes(s['total']['mha'])}<br><span style='font-size:15px'>"
-            f"{self.comparison_text(s)}</span>"
+            f"{_fmt_bytes(s['total']['mla'])} vs MHA {_fmt_bytes(s['total']['mha'])}<br>"
+            + subtitle(self.comparison_text(s))
         )}
+
+    def book_title(self, s: dict[str, Any]) -> str:
+        """The live title without the paragraph under it (the lesson says it), so it fits a phone."""
+        p = s["params"]
+        return (f"{p['dtype']} · {p['context']:,} tokens × batch {p['batch']}: MLA {_fmt_bytes(s['total']['mla'])} "
+                f"vs MHA {_fmt_bytes(s['total']['mha'])}<br>" + subtitle(
+                    f"{p['preset']}; MLA caches {s['saving_vs_mha']:.1f}% less than same-shape MHA (computed)"))
 
     def _drawn(self, state: Any) -> None:
         self.note.value = f"<div style='font-size:15px'>{self.comparison_text(state)}</div>"

@@ -13,8 +13,9 @@ from plotly.subplots import make_subplots
 from dsv3_mini.balancing import max_violation, sign_update, skewed_router
 from dsv3_mini.config import ModelConfig, preset
 
-from ._common import PlotWidget, base_layout, f32, slider_style, wide
+from ._common import PlotWidget, base_layout, book_layout, f32, slider_style, wide
 from .palette import BLACK, group_colors
+from .twin_layout import legend_below, stacked_subplots, subtitle
 
 
 class RouterLoadWidget(PlotWidget):
@@ -97,27 +98,37 @@ class RouterLoadWidget(PlotWidget):
         }
 
     # -- figure -------------------------------------------------------------------------------------------------
-    def new_figure(self) -> go.Figure:
-        fig = make_subplots(
-            rows=2, cols=2, specs=[[{"colspan": 2}, None], [{}, {}]], vertical_spacing=0.2, horizontal_spacing=0.12,
-            subplot_titles=("Load per routed expert (colour = group)", "Load per group", "One token's chosen experts"),
-        )
-        fig.add_bar(row=1, col=1, name="tokens per expert", showlegend=False,
+    def new_figure(self, stacked: bool = False) -> go.Figure:
+        """Load per expert over load per group and one token's experts live; the three stacked in the book."""
+        titles = ("Load per routed expert (colour = group)", "Load per group", "One token's chosen experts")
+        if stacked:
+            fig = stacked_subplots(titles, [240, 200, 220], top_px=40, bottom_px=62 + 24)
+            cells = [(1, 1), (2, 1), (3, 1)]
+        else:
+            fig = make_subplots(rows=2, cols=2, specs=[[{"colspan": 2}, None], [{}, {}]], vertical_spacing=0.2,
+                                horizontal_spacing=0.12, subplot_titles=titles)
+            cells = [(1, 1), (2, 1), (2, 2)]
+        (rx, cx), (rg, cg), (rt, ct) = cells
+        fig.add_bar(row=rx, col=cx, name="tokens per expert", showlegend=False,
                     hovertemplate="expert %{x}<br>%{y} tokens<br>bias %{customdata:.3f}<extra></extra>")
-        fig.add_scatter(row=1, col=1, mode="lines", name="balanced load (T·K/E)",
+        fig.add_scatter(row=rx, col=cx, mode="lines", name="balanced load (T·K/E)",
                         line={"color": BLACK, "dash": "dash", "width": 2})
-        fig.add_bar(row=2, col=1, name="tokens per group", showlegend=False,
+        fig.add_bar(row=rg, col=cg, name="tokens per group", showlegend=False,
                     hovertemplate="%{x}<br>%{y} token slots<extra></extra>")
-        fig.add_bar(row=2, col=2, name="gating weight", showlegend=False, texttemplate="%{y:.2f}",
+        fig.add_bar(row=rt, col=ct, name="gating weight", showlegend=False, texttemplate="%{y:.2f}",
                     textposition="outside",
                     hovertemplate="expert %{x}<br>g = %{y:.3f}<br>s = %{customdata:.3f}<extra></extra>")
-        fig.update_xaxes(title_text="routed expert (index)", row=1, col=1)
-        fig.update_yaxes(title_text="tokens routed (count)", row=1, col=1, rangemode="tozero")
-        fig.update_xaxes(title_text="expert group", row=2, col=1, type="category")
-        fig.update_yaxes(title_text="token slots (count)", row=2, col=1, rangemode="tozero")
-        fig.update_xaxes(title_text="chosen expert (index), best first", row=2, col=2, type="category")
-        fig.update_yaxes(title_text="gating weight g", row=2, col=2, rangemode="tozero")
-        fig.update_layout(base_layout(720, legend={"x": 1, "xanchor": "right", "y": 1.08, "orientation": "h"}))
+        fig.update_xaxes(title_text="routed expert (index)", row=rx, col=cx)
+        fig.update_yaxes(title_text="tokens routed (count)", row=rx, col=cx, rangemode="tozero")
+        fig.update_xaxes(title_text="expert group", row=rg, col=cg, type="category")
+        fig.update_yaxes(title_text="token slots (count)", row=rg, col=cg, rangemode="tozero")
+        fig.update_xaxes(title_text="chosen expert (index), best first", row=rt, col=ct, type="category")
+        fig.update_yaxes(title_text="gating weight g", row=rt, col=ct, rangemode="tozero")
+        if stacked:
+            fig.update_layout(book_layout())
+            fig.update_layout(legend=legend_below(fig))
+        else:
+            fig.update_layout(base_layout(720, legend={"x": 1, "xanchor": "right", "y": 1.08, "orientation": "h"}))
         return fig
 
     def trace_updates(self, s: dict[str, Any]) -> list[dict[str, Any]]:
@@ -140,10 +151,9 @@ class RouterLoadWidget(PlotWidget):
         return {"title.text": (
             f"{cfg.n_routed_experts} experts in {cfg.n_group} groups, keep {cfg.topk_group}, "
             f"top-{cfg.num_experts_per_tok} · MaxVio = {s['max_vio']:.2f}"
-            f" (without bias {s['max_vio_unbiased']:.2f})<br>"
-            f"<span style='font-size:15px'>token {s['token']}: weights g sum to routed_scaling_factor = "
-            f"{cfg.routed_scaling_factor:g}; "
-            "the bias changes which experts are chosen, never g</span>"
+            f" (without bias {s['max_vio_unbiased']:.2f})<br>" + subtitle(
+                f"token {s['token']}: weights g sum to routed_scaling_factor = {cfg.routed_scaling_factor:g}; "
+                "the bias changes which experts are chosen, never g")
         )}
 
     def static_states(self) -> list[tuple[str, dict[str, Any]]]:

@@ -13,7 +13,7 @@
 #     name: python3
 # ---
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # # 7 · What the report claims vs what we measured
 #
 # **Learning goals.** After this lesson you can
@@ -74,12 +74,12 @@ def record(claim, source, report, ours, ok, tolerance, why):
     print(f"{'✅' if ok else '⚠️'}  {claim}: report {report} | ours {ours}")
 
 
-# %% tags=["remove-cell"]
+# %% tags=["remove-cell"] slideshow={"slide_type": "skip"}
 from widgets import setup_plotly
 
 _ = setup_plotly()  # plotly in JupyterLab, plain HTML in the book
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Three kinds of claims
 #
 # A technical report mixes statements of very different standing, and they need different checks.
@@ -93,7 +93,8 @@ _ = setup_plotly()  # plotly in JupyterLab, plain HTML in the book
 #   0.25%", "MaxVio 0.04": measurements of particular trained models. We can run the same *measurement* on our
 #   model, but it has a few million parameters and was trained on bytes for minutes. Agreement is evidence that the
 #   mechanism works as described; disagreement is often the scale, and we say which.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Parameters: 671B total, 37B activated
 #
 # `count_params` counts every weight matrix from the configuration. A token skips the routed experts it is not
@@ -142,7 +143,7 @@ record(claim="released checkpoint incl. MTP", source="FACTS (Hugging Face listin
        why=f"{685 - released / 1e9:.2f}B ({1 - released / 685e9:.2%}) below the listing; "
            "we count from the configuration alone.")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## KV cache: 70,272 bytes per token, 98.6%, and the famous 93.3%
 #
 # MLA caches, per token and layer, the compressed latent $\mathbf{c}^{KV}_t$ ($d_c = 512$ numbers) and the shared
@@ -202,7 +203,7 @@ record(claim="'93.3% smaller KV cache'", source="V2 report (FACTS: what it compa
            f"{both_bf16:.1%}; MLA vs MHA of V3's shape: {1 - mla / mha:.1%}. Inputs beyond FACTS, "
            "see the text.")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Multi-token prediction as a draft: acceptance and tokens per forward
 #
 # V3 keeps its MTP module for inference and uses it to draft the token after next; the main model verifies the draft
@@ -278,7 +279,7 @@ record(claim="greedy speculative decoding is exact", source="FACTS (MTP)", repor
 print(f"greedy {seconds['greedy']:.2f} s, speculative {seconds['speculative']:.2f} s: "
       f"wall-clock speed-up {seconds['greedy'] / seconds['speculative']:.2f}x on this CPU")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## FP8: precision of the format, of the accumulation, and of the loss
 #
 # E4M3 stores 3 mantissa bits, so rounding a number in its normal range changes it by at most half a step, a
@@ -360,7 +361,7 @@ record(claim="FP8 loss error, training pair", source="V3 report (FACTS: FP8)", r
            f"{seed_gap:.1%}. Tiny's width {preset('tiny').hidden_size} is below one 128-wide tile, "
            "so its blocks are coarser than V3's.")
 
-# %%
+# %% slideshow={"slide_type": "slide"}
 fig = go.Figure()
 steps = [s for s, _ in curves["FP32"]]
 fig.add_trace(go.Scatter(x=steps, y=[100 * gp for gp in gaps], mode="lines+markers",
@@ -370,14 +371,15 @@ fig.add_hline(y=25 / 100, line=dict(color=OKABE_ITO[5], dash="dash"),
               annotation_position="top left")
 fig.update_layout(title="Tiny model: relative training-loss gap between an FP8 and an FP32 run",
                   xaxis_title="training step", yaxis_title="relative loss gap (%)",
-                  template="plotly_white", font_size=14, height=380)
+                  template="course", font_size=14, height=380)
 fig.show()
 
 # %% [markdown]
 # Early in training the loss falls fast, and a run that is a step "ahead" differs by more than FP8 ever changes a
 # loss; the report's 0.25% holds over long, slowly moving runs. That is why the first measurement (same weights,
 # trained model) is the cleaner check at our scale.
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Load balance: MaxVio with and without an auxiliary loss
 #
 # With $\text{load}_i$ the number of tokens routed to expert $i$ and $\overline{\text{load}}$ its mean over the
@@ -419,8 +421,8 @@ record(claim="loss-free beats an aux loss", source="2408.15664, 1B (FACTS)", rep
            "balances well too. The report's real point, the quality an aux loss costs (ppl 9.56 vs "
            "9.50), needs two 1B runs.")
 
-# %%
-groups = ["report (1B model)", "our simulation (skewed mini router)", "shipped mini run"]
+# %% slideshow={"slide_type": "slide"}
+groups = ["report<br>(1B)", "our<br>simulation", "shipped<br>run"]
 aux_bars = [0.72, sim_vio["aux-loss"]]  # the report's value, then ours
 free_bars = [0.04, sim_vio["loss-free"], max(shipped_vio)]
 fig = go.Figure([
@@ -430,11 +432,11 @@ fig = go.Figure([
            text=[f"{v:.2f}" for v in free_bars], textposition="outside"),
 ])
 fig.update_layout(barmode="group", title="MaxVio_global, lower is better (shipped run: worst layer)",
-                  yaxis=dict(title="MaxVio_global", range=[0, 0.85]), template="plotly_white",
-                  font_size=14, height=400, legend_title_text="balancing")
+                  yaxis=dict(title="MaxVio_global", range=[0, 0.85]), template="course",
+                  font_size=14, height=400, legend_title_text="balancing", xaxis_tickfont_size=12)
 fig.show()
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Is it really DeepSeek-V3? Parity with transformers, and absorbed = naive MLA
 #
 # Two checks of the implementation itself. transformers' `DeepseekV3ForCausalLM` is an independent implementation of
@@ -478,7 +480,7 @@ record(claim="absorbed MLA = naive MLA", source="FACTS (MLA)", report="same atte
 # NBVAL_IGNORE_OUTPUT
 print(f"to_transformers, importing transformers included: {hf_seconds:.1f} s")
 
-# %% [markdown]
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## The table
 #
 # Every "ours" entry below was computed in this notebook; the mark comes from the tolerance in the same row.
@@ -512,7 +514,8 @@ display(Markdown("\n".join(lines)))
 #
 # Speed is a separate question from correctness: `make bench` times decoding, the MoE dispatch and a training step on
 # your machine (see `benchmarks/`; results in `benchmarks/results/bench.json`).
-#
+
+# %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises
 #
 # Each exercise cell starts with `my_answer = ...`. Replace the `...` with an expression, run the cell, and the
