@@ -11,6 +11,7 @@ import functools
 import os
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
@@ -36,13 +37,10 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def site() -> Iterator[str]:
-    """The built book served on 127.0.0.1; yields its base URL, and always stops the server."""
-    book = built_book()
-    if book.returncode != 0:
-        pytest.fail(f"the book did not build (exit {book.returncode}); see test_book.py. Log end:\n{book.log[-3000:]}")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(book.html)))
+@contextmanager
+def serve(directory: Path) -> Iterator[str]:
+    """``directory`` served on 127.0.0.1 (a free port) for as long as the block runs; yields the base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(directory)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -51,6 +49,16 @@ def site() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[str]:
+    """The built book served on 127.0.0.1; yields its base URL, and always stops the server."""
+    book = built_book()
+    if book.returncode != 0:
+        pytest.fail(f"the book did not build (exit {book.returncode}); see test_book.py. Log end:\n{book.log[-3000:]}")
+    with serve(book.html) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")

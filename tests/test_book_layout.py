@@ -12,12 +12,7 @@ both widths into OUT, for a person to look at.
 
 from __future__ import annotations
 
-import functools
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,10 +21,10 @@ from tests.test_book import NOTEBOOKS, built_book
 from tests.test_book_browser import (  # noqa: F401 - browser and site are fixtures
     CHROMIUM,
     CHROMIUM_ARGS,
-    _QuietHandler,
     _Visit,
     _wait_for_plots,
     browser,
+    serve,
     site,
 )
 
@@ -113,20 +108,6 @@ def test_the_overlap_check_finds_an_overlap(browser, site):  # noqa: F811 - fixt
         assert any({o["a"], o["b"]} == {"first label", "second label"} for o in overlaps), overlaps
     finally:
         v.close()
-
-
-@contextmanager
-def serve(directory: Path) -> Iterator[str]:
-    """``directory`` served on 127.0.0.1 (a free port) for as long as the block runs; yields the base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(directory)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def screenshots(out: Path, html: Path) -> list[Path]:
