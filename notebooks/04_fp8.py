@@ -64,7 +64,7 @@ STEPS = 50  # steps of each training run at the end (three runs, ~30 s in all); 
 _ = seed_everything(0, threads=1)  # same numbers every run; one thread suits these small tensors
 
 
-# %% tags=["remove-cell"] slideshow={"slide_type": "skip"}
+# %% slideshow={"slide_type": "skip"} tags=["remove-cell"]
 from widgets import setup_plotly
 
 _ = setup_plotly()  # plotly in JupyterLab, plain HTML in the book
@@ -386,11 +386,11 @@ for i, k in enumerate(Ks):
 # the figure after them is the static twin used by the published book (its slider compares per-tensor scaling with
 # 1×128 tiles; JupyterLab leaves it blank, as the live widget takes its place).
 
-# %% tags=["remove-output"] slideshow={"slide_type": "slide"}
+# %% slideshow={"slide_type": "slide"} tags=["remove-output"]
 w = FP8TileWidget()
 w
 
-# %% tags=["remove-input"] slideshow={"slide_type": "slide"}
+# %% slideshow={"slide_type": "slide"} tags=["remove-input"]
 twin = w.static_figure()
 # For the book only (text/html), with 2 of its 4 steps (per tensor, 1×128 tiles): its heat maps in both of
 # plotly's output formats would take over 1 MB of this notebook. In JupyterLab, use the live widget above.

@@ -62,7 +62,7 @@ cfg, v3 = model.cfg, preset("deepseek-v3")
 print(f"shipped model: {cfg.n_routed_experts} routed experts in {cfg.n_group} groups, top-{cfg.num_experts_per_tok}, "
       f"at most {cfg.topk_group} groups per token; {cfg.num_moe_layers} MoE layers")
 
-# %% tags=["remove-cell"] slideshow={"slide_type": "skip"}
+# %% slideshow={"slide_type": "skip"} tags=["remove-cell"]
 from widgets import setup_plotly
 
 _ = setup_plotly()  # plotly in JupyterLab, plain HTML in the book
@@ -296,11 +296,11 @@ for name, d in DEPLOYMENTS.items():
 # redundant copies and the shared expert — which is served as a routed one, so each token visits 9. The widget
 # drives the planner; impossible settings (too few GPUs, a count that does not split the experts) say why.
 
-# %% tags=["remove-output"] slideshow={"slide_type": "slide"}
+# %% slideshow={"slide_type": "slide"} tags=["remove-output"]
 widget = DeploymentWidget()
 widget
 
-# %% tags=["remove-input"] slideshow={"slide_type": "slide"}
+# %% slideshow={"slide_type": "slide"} tags=["remove-input"]
 widget.static_figure().show()
 
 # %% [markdown] slideshow={"slide_type": "slide"}

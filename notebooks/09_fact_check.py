@@ -74,7 +74,7 @@ def record(claim, source, report, ours, ok, tolerance, why):
     print(f"{'✅' if ok else '⚠️'}  {claim}: report {report} | ours {ours}")
 
 
-# %% tags=["remove-cell"] slideshow={"slide_type": "skip"}
+# %% slideshow={"slide_type": "skip"} tags=["remove-cell"]
 from widgets import setup_plotly
 
 _ = setup_plotly()  # plotly in JupyterLab, plain HTML in the book
