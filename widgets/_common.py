@@ -33,12 +33,6 @@ from .twin_layout import (
     wrap_html,
 )
 
-# re-exported: widgets import the twin's layout helpers from here too
-from .twin_layout import colorbar_above as colorbar_above
-from .twin_layout import legend_below as legend_below
-from .twin_layout import stacked_subplots as stacked_subplots
-from .twin_layout import subtitle as subtitle
-
 FONT_SIZE = 16  # axis labels and ticks; readable on a projector
 WIDGET_WIDTH = 1000  # px; a FigureWidget inside a container does not size itself to the cell (it would be 700)
 TITLE_SIZE = 18

@@ -11,8 +11,9 @@ from plotly.subplots import make_subplots
 from dsv3_mini.config import preset
 from dsv3_mini.deployment import FORMATS, GPUS, plan
 
-from ._common import PlotWidget, base_layout, book_layout, legend_below, slider_style, stacked_subplots, subtitle, wide
+from ._common import PlotWidget, base_layout, book_layout, slider_style, wide
 from .palette import BLACK, BLUE, GREY, ORANGE
+from .twin_layout import legend_below, stacked_subplots, subtitle
 
 GPU_COUNTS = ("fewest", 8, 16, 32, 64, 128, 256)
 KINDS = ("MLA (V3)", "MHA (same shape)")

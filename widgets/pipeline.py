@@ -10,18 +10,9 @@ from plotly.subplots import make_subplots
 
 from dsv3_mini.pipeline_schedule import SCHEDULES, simulate, table2_activations, table2_bubble
 
-from ._common import (
-    PlotWidget,
-    base_layout,
-    book_layout,
-    legend_below,
-    slider_style,
-    stacked_subplots,
-    subtitle,
-    wide,
-    wrap_html,
-)
+from ._common import PlotWidget, base_layout, book_layout, slider_style, wide
 from .palette import BLUE, GREEN, GREY, ORANGE, PURPLE, SKY
+from .twin_layout import legend_below, stacked_subplots, subtitle, wrap_html
 
 LABELS = {"1f1b": "1F1B", "zb1p": "ZB1P", "dualpipe": "DualPipe"}
 KIND_NAMES = {"F": "forward F", "B": "backward B (full, or for inputs)", "W": "backward for weights W",
