@@ -44,12 +44,14 @@ ITEMS = [
     ("moe_dispatch", "moe_dispatch", "run", "Performance", "grouped MoE dispatch vs a per-expert loop"),
     ("decoding", "decoding", "run", "Performance", "decoding at 1K/4K: absorbed/naive MLA, MHA"),
     ("speculative", "speculative", "run", "Performance", "MTP speculative decoding on the shipped checkpoint"),
+    ("hf_generate", "hf_generate", "run", "Performance", "greedy generate at 1K vs transformers (same weights)"),
+    ("batch_sampling", "batch_sampling", "run", "Performance", "sampling 64 short sequences: batch vs sequential"),
     ("widget_latency", "widget_latency", "run", "Course tooling", "widget redraw latency"),
     ("nbval", "build_times", "run_nbval", "Course tooling", "pytest --nbval notebooks/"),
     ("book", "build_times", "run_book", "Course tooling", "jupyter-book build -W"),
-    ("repro_balance", "repro_balance", "run", "Reproductions at mini scale", "loss-free vs aux-loss balancing"),
+    ("repro_balance", "repro_balance", "run", "Reproductions at mini scale", "loss-free vs aux losses, γ, scope"),
     ("repro_mtp", "repro_mtp", "run", "Reproductions at mini scale", "MTP on vs off"),
-    ("repro_fp8", "repro_fp8", "run", "Reproductions at mini scale", "FP8 simulation vs FP32"),
+    ("repro_fp8", "repro_fp8", "run", "Reproductions at mini scale", "FP8 simulation vs BF16"),
     ("repro_dense", "repro_dense", "run", "Reproductions at mini scale", "MoE vs dense at equal active params"),
 ]
 NAMES = [i[0] for i in ITEMS]
@@ -77,7 +79,8 @@ def markdown(results: dict[str, Any]) -> str:
         "# dsv3-mini benchmarks", "",
         f"{kind.capitalize()}, {results['date']}: {m['cpu']}, {m['cores']} cores (torch threads {m['torch_threads']}),"
         f" torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}."
-        + (f" Total {total / 60:.1f} min." if total else "")
+        + (f" Run in parts (`--only`); the items took {total / 60:.1f} min in all." if total and
+           results.get("in_parts") else f" Total {total / 60:.1f} min." if total else "")
         + (f" Other jobs used {100 * others:.0f}% of the CPU meanwhile." if others is not None else ""),
         "Regenerate with `make bench` (`benchmarks/run_all.py`); methods and formulas in `benchmarks/README.md`,"
         " every raw number in `benchmarks/results/bench.json`.",
@@ -199,8 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: results of the finished items are saved", file=sys.stderr)
         return 130
-    if selected == NAMES:  # the time of `make bench`; a partial rerun has none
+    if selected == NAMES:  # the time of `make bench`
         results["total_seconds"] = time.perf_counter() - start
+    elif all(n in benchmarks for n in NAMES):  # a complete run made in parts: the sum of its items' times
+        results["total_seconds"] = sum(b.get("seconds", 0.0) for b in benchmarks.values())
+        results["in_parts"] = True
     save()
     print(f"took {(time.perf_counter() - start) / 60:.1f} min; wrote {json_path} and {md_path}")
     if out.resolve() == (HERE / "results").resolve() and update_readme(results):

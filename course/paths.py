@@ -10,3 +10,4 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_RUN = Path(os.environ.get("DSV3_MINI_RUN", REPO / "checkpoints" / "mini"))
+BENCH_RESULTS = Path(os.environ.get("DSV3_MINI_BENCH", REPO / "benchmarks" / "results" / "bench.json"))

@@ -10,7 +10,8 @@ One concept per module, in the order the imports run (each imports only modules 
 - the model: ``block`` (one transformer block), ``mtp`` (multi-token prediction), ``model`` (DeepSeekV3);
 - using it: ``generate`` (cached and speculative decoding), ``interop`` (transformers conversion), ``data`` (the
   byte corpus), ``analysis`` (routing by domain), ``checkpoint`` (safetensors IO), ``interrupt`` (Ctrl-C between
-  steps), ``cli`` (flags from a dataclass) and ``train`` (the trainer).
+  steps), ``cli`` (flags from a dataclass), ``devices`` (cpu, cuda, mps and their autocast), ``data_parallel``
+  (DDP on torchrun's processes, the bias from every rank's loads) and ``train`` (the trainer).
 - serving at scale: ``expert_parallel`` (routed experts sharded over gloo processes, all_to_all dispatch/combine),
   ``traffic`` (node-limited routing's bytes and nodes), ``placement`` (redundant experts) and ``deployment``
   (memory, GPUs, decode bound, the training bill).

@@ -4,13 +4,15 @@ Every attention module has ``forward(x, cos, sin, cache=None, layer=0)`` with ``
 ``cos``/``sin`` for the new positions, and an optional ``KVCache`` that it reads and extends.
 
 MLA (DeepSeek-V2 report §2.1, V3 report §2.1.1, equations 1-11 of V3):
-    c_Q = W_DQ h,  q_C = W_UQ c_Q,  q_R = RoPE(W_QR c_Q)                 (low-rank query, per-head rope part)
-    c_KV = W_DKV h,  k_C = W_UK c_KV,  v_C = W_UV c_KV                     (low-rank key/value)
-    k_R = RoPE(W_KR h)                                                      (one rope key shared by all heads)
-    o_t,i = Σ_j softmax_j((q_C,i·k_C,j + q_R,i·k_R) / sqrt(d_h + d_R)) v_C,j
-Only c_KV and k_R are cached. The *naive* path expands k_C and v_C for every head; the *absorbed* path folds W_UK
-into the query (q_C·W_UK c = (W_UK^T q_C)·c) and W_UV into the output, so it attends to the latent directly —
-MQA with one 576-dim key shared by all heads.
+    c_Q = q_norm(W_DQ h),  q_C = W_UQ c_Q,  q_R = RoPE(W_QR c_Q)         (low-rank query, per-head rope part)
+    c_KV = kv_norm(W_DKV h),  k_C = W_UK c_KV,  v_C = W_UV c_KV            (low-rank key/value)
+    k_R = RoPE_t(W_KR h_t)                                                  (one rope key shared by all heads)
+    o_t,i = Σ_j softmax_j((q_C,i·k_C,j + q_R,i·k_R,j) / sqrt(d_h + d_R)) v_C,j
+Equations 1 and 6 write c_KV = W_DKV h and c_Q = W_DQ h; the extra RMSNorms after the compressed latents are stated
+in the report's §4.2 (hyper-parameters) and are in DeepSeek's code. Only c_KV (after kv_norm) and k_R (already
+rotated to its own position t) are cached, (batch, seq, d_c) and (batch, seq, d_R). The *naive* path expands k_C and
+v_C for every head; the *absorbed* path folds W_UK into the query (q_C·W_UK c = (W_UK^T q_C)·c) and W_UV into the
+output, so it attends to the latent directly — MQA with one 576-dim key shared by all heads.
 """
 
 from __future__ import annotations
@@ -53,6 +55,28 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, **k
     return out[..., :d_v]
 
 
+def attend_latent(q_latent: torch.Tensor, q_rope: torch.Tensor, c_kv: torch.Tensor, k_rope: torch.Tensor,
+                  scale: float) -> torch.Tensor:
+    """Absorbed MLA attention against the cached latents, without building a key: (b, h, s, d_c).
+
+    q_latent (b, h, s, d_c) = W_UK^T q_C and q_rope (b, h, s, d_R) per head; c_kv (b, t, d_c) and k_rope (b, t, d_R)
+    are the cache's own tensors (views, never copied). The score of eq. 10 is two matmuls added in one ``baddbmm``,
+        scores = scale · (q_R k_R^T + q_latent c_KV^T)                   (b, h·s, t)
+    with every head's queries stacked as rows against the one key all heads share (MQA), so neither the 576-wide
+    [c_KV; k_R] concatenation nor a per-head expansion of t positions is ever materialised. The new queries are the
+    last s of the t positions (the causal rule for a cached prefix). Then softmax and the weighted sum of c_KV.
+    """
+    b, h, s, d_c = q_latent.shape
+    t = c_kv.shape[1]
+    rope_scores = torch.bmm(q_rope.reshape(b, h * s, -1), k_rope.transpose(1, 2))
+    scores = torch.baddbmm(rope_scores, q_latent.reshape(b, h * s, d_c), c_kv.transpose(1, 2), beta=scale,
+                           alpha=scale)
+    if s > 1:
+        scores = scores.view(b, h, s, t).masked_fill_(~causal_mask(s, t, scores.device), float("-inf"))
+    probs = scores.softmax(dim=-1).view(b, h * s, t)
+    return torch.bmm(probs, c_kv).view(b, h, s, d_c)
+
+
 class MLA(nn.Module):
     """Multi-head Latent Attention. Weight names follow DeepSeek's inference code (wq_a, wkv_a, kv_norm, wkv_b)."""
 
@@ -78,13 +102,13 @@ class MLA(nn.Module):
                 layer: int = 0, impl: str | None = None) -> torch.Tensor:
         """(batch, seq, hidden) -> (batch, seq, hidden). ``impl`` overrides ``cfg.mla_impl``.
 
-        "naive", "absorbed", or "auto": naive without a cache, where every position is a query and expanding K and V
-        is the cheaper bracketing (48-dim keys in "mini", 192 in V3, against 80 and 576 in the latent), and absorbed
-        with a cache, where one new query would otherwise re-expand every cached latent at every step.
+        "naive", "absorbed", or "auto": naive where every position is a query — no cache (training), or the prefill of
+        an empty cache — since expanding K and V is then the cheaper bracketing (48-dim keys in "mini", 192 in V3,
+        against 80 and 576 in the latent; a 1,024-token prefill of "mini" took 48 ms naive, 60 ms absorbed, one-off
+        measurement), and absorbed when new queries continue a cached prefix, where they would otherwise re-expand
+        every cached latent at every step.
         """
         impl = impl or self.cfg.mla_impl
-        if impl == "auto":
-            impl = "naive" if cache is None else "absorbed"
         b, s, _ = x.shape
         q = self.wq(x) if self.cfg.q_lora_rank is None else self.wq_b(self.q_norm(self.wq_a(x)))
         q = q.view(b, s, self.n_heads, -1).transpose(1, 2)  # (b, h, s, d_h + d_R)
@@ -97,6 +121,8 @@ class MLA(nn.Module):
         if cache is not None:
             c_kv, k_rope = cache.update(layer, c_kv, k_rope)
         t = c_kv.shape[1]
+        if impl == "auto":  # t == s: no cached prefix, every position is a query
+            impl = "naive" if cache is None or 1 < s == t else "absorbed"
 
         w_kv_b = self.wkv_b.weight.view(self.n_heads, self.d_nope + self.d_v, self.d_c)
         if impl == "naive":
@@ -107,9 +133,12 @@ class MLA(nn.Module):
         elif impl == "absorbed":
             w_uk, w_uv = w_kv_b.split([self.d_nope, self.d_v], dim=1)
             q_latent = torch.einsum("bhsd,hdc->bhsc", q_nope, w_uk)  # W_UK absorbed into the query
-            key = torch.cat([c_kv, k_rope], dim=-1)[:, None].expand(b, self.n_heads, t, self.d_c + self.d_rope)
-            value = c_kv[:, None].expand(b, self.n_heads, t, self.d_c)
-            out_latent = _attend(torch.cat([q_latent, q_rope], dim=-1), key, value, self.scale)
+            if t > s:  # new queries after a cached prefix (decoding, verifying): score the cached latents in place
+                out_latent = attend_latent(q_latent, q_rope, c_kv, k_rope, self.scale)
+            else:
+                key = torch.cat([c_kv, k_rope], dim=-1)[:, None].expand(b, self.n_heads, t, self.d_c + self.d_rope)
+                value = c_kv[:, None].expand(b, self.n_heads, t, self.d_c)
+                out_latent = _attend(torch.cat([q_latent, q_rope], dim=-1), key, value, self.scale)
             out = torch.einsum("bhsc,hvc->bhsv", out_latent, w_uv)  # W_UV absorbed into the output
         else:
             raise ValueError(f"impl={impl!r} is not one of 'auto', 'naive', 'absorbed'")

@@ -34,9 +34,11 @@ FORMAT_VERSION = 1
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """A safetensors file written to ``<path>.tmp`` and renamed: readers see the old file or the new one, never half."""
+    """A safetensors file written to ``<path>.tmp`` and renamed: readers see the old file or the new one, never half.
+
+    Tensors on a GPU are copied to the CPU first, so a file is the same whichever device trained it."""
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    save_file({k: v.to("cpu").contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)
 
 
@@ -107,15 +109,16 @@ def restore_checkpoint(path: Path, model: DeepSeekV3, opt: torch.optim.Optimizer
     """Put a training checkpoint back in place: weights, AdamW moments, both RNG states; returns its step.
 
     ``model`` and ``opt`` are built from the checkpoint's own ``train_config`` first (``dsv3_mini.train`` does), so
-    that every parameter has its slot; the run then continues as if it had never stopped.
+    that every parameter has its slot; the run then continues as if it had never stopped. The AdamW moments go to the
+    device of their parameter (the file holds CPU tensors).
     """
     meta, tensors = read_checkpoint(path)
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     for n, p in model.named_parameters():
         if n in meta["optim_steps"]:
             opt.state[p] = {"step": torch.tensor(meta["optim_steps"][n]),
-                            "exp_avg": tensors[f"optim.exp_avg.{n}"].clone(),
-                            "exp_avg_sq": tensors[f"optim.exp_avg_sq.{n}"].clone()}
+                            "exp_avg": tensors[f"optim.exp_avg.{n}"].to(p.device, copy=True),
+                            "exp_avg_sq": tensors[f"optim.exp_avg_sq.{n}"].to(p.device, copy=True)}
     generator.set_state(tensors["rng.data"])
     torch.set_rng_state(tensors["rng.torch"])
     return int(meta["step"])

@@ -15,7 +15,7 @@ from typing import Any
 ATTENTION_KINDS = ("mla", "mha", "gqa", "mqa")
 MLA_IMPLS = ("auto", "naive", "absorbed")
 SCORING_FUNCS = ("sigmoid", "softmax")
-BALANCE_POLICIES = ("loss-free", "aux-loss", "none")
+BALANCE_POLICIES = ("loss-free", "aux-loss", "seq-aux-loss", "none")
 PRESETS = ("tiny", "mini", "mini-dense", "deepseek-v3")
 _YARN_KEYS = {"factor", "original_max_position_embeddings", "beta_fast", "beta_slow", "mscale", "mscale_all_dim"}
 
@@ -60,11 +60,12 @@ class ModelConfig:
     routed_scaling_factor: float = 2.5
     scoring_func: str = "sigmoid"  # "softmax" (V2-style) is kept for comparison
     norm_topk_prob: bool = True
-    # load balancing (dsv3_mini.balancing): "loss-free" (bias rule + tiny sequence-wise loss), "aux-loss", "none"
+    # load balancing (dsv3_mini.balancing): "loss-free" (bias rule + tiny sequence-wise loss), "aux-loss" (batch-wise),
+    # "seq-aux-loss" (the same loss per sequence), "none"
     balance: str = "loss-free"
     bias_update_speed: float = 0.001  # γ
     seq_aux_alpha: float = 0.0001  # α of the complementary sequence-wise loss
-    aux_loss_alpha: float = 0.01  # α of the classic auxiliary loss (policy "aux-loss"); our choice, not V3's
+    aux_loss_alpha: float = 0.01  # α of the auxiliary losses ("aux-loss", "seq-aux-loss"); our choice, not V3's
     # multi-token prediction: number of sequential MTP modules (V3 uses 1) and the loss weight λ
     num_nextn_predict_layers: int = 1
     mtp_loss_weight: float = 0.3

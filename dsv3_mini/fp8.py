@@ -1,9 +1,9 @@
 """FP8 training, simulated on the CPU (DeepSeek-V3 technical report, Section 3.3).
 
 DeepSeek-V3 runs its big linear layers (attention projections, FFN and expert matrices) in FP8 and keeps the sensitive
-parts (embedding, output head, MoE gates, norms, the attention softmax/score core) in BF16/FP32.  This module is the
-training path: how a tensor becomes FP8, and how a linear layer trains on FP8 values.  Three steps, each in plain
-PyTorch:
+parts (embedding, output head, MoE gates, norms, the attention operators) in BF16/FP32: the mixed-precision framework
+of Section 3.3.1 (Figure 6).  This module is the training path: how a tensor becomes FP8, and how a linear layer trains
+on FP8 values.  Three steps, each in plain PyTorch:
 
 1. **One format, E4M3, everywhere** (Section 3.3.2, "Mantissa over Exponents").  It has 3 mantissa bits and a max of
    448; E5M2 is the wider (57,344) but coarser (2 mantissa bits) alternative.  ``torch.float8_e4m3fn`` /
@@ -11,10 +11,19 @@ PyTorch:
    loses at most half an ulp, 2^-(m+1) of a normal value (:func:`rounding_limit`: 6.25% for E4M3).
 2. **Fine-grained scaling** (Section 3.3.2, Figure 7a).  Activations get one scale per :data:`ACTIVATION_TILE` (1x128:
    one token, 128 channels); weights one per :data:`WEIGHT_BLOCK` (128x128).  ``scale = amax / fmt_max`` and ``q =
-   cast(x / scale)``, so an outlier only costs precision inside its own tile.
-3. **FP8 linear layers with FP32 master weights** (Section 3.3.1).  The forward GEMM sees fake-quantised operands
-   (:func:`fp8_linear`, :class:`FP8Linear`); gradients pass straight through the rounding; :func:`apply_fp8` switches a
-   model's linear layers, the ones the report runs in FP8, to it.
+   cast(x / scale)``, so an outlier only costs precision inside its own tile.  The amax is *online*, of the tile or
+   block at the moment it is used (Section 3.3.2), not *delayed* from earlier steps' amax history; so is ours.  Why
+   1x128 tiles for activations (Appendix B.2): block-wise quantised activation gradients made a 16B-parameter MoE
+   diverge (token-correlated outliers, the report suspects); V3 uses 1x128 tiles forward, 128x1 for the backward.
+3. **FP8 linear layers with FP32 master weights** (Sections 3.3.1 and 3.3.3).  The forward GEMM sees fake-quantised
+   operands (:func:`fp8_linear`, :class:`FP8Linear`); gradients pass straight through the rounding; :func:`apply_fp8`
+   switches a model's linear layers (those the report runs in FP8, and the MTP projection) to it.  V3 keeps master
+   weights and gradients in FP32 and AdamW's moments in BF16 (Section 3.3.3); our moments are FP32.
+
+Not simulated, from Section 3.3.3: V3 caches in FP8 the activations a linear layer's backward needs (the input of the
+linear after attention in a custom E5M6 with power-of-2 scales; of the MoE's SwiGLU only the input, its output is
+recomputed), dispatches tokens to experts in FP8 and combines in BF16.  Here autograd keeps FP32 activations, nothing
+is recomputed, and nothing is communicated (``dsv3_mini.traffic`` counts FP8 dispatch and BF16 combine bytes).
 
 The GEMM itself, and why V3 promotes its partial sums to FP32 every N_C = 128 elements, is ``dsv3_mini.fp8_gemm``.
 
@@ -22,16 +31,9 @@ Shapes.  ``quantize`` works on a 2-D tensor ``(rows, cols)``.  A 1-D tensor is t
 tensor with more dims has its leading dims flattened into rows, ``(prod(shape[:-1]), shape[-1])``, exactly like the
 tokens fed to a Linear layer.  The returned ``q`` always has the input's shape.
 
-Block names (the ``block`` argument), for an input viewed as ``(rows, cols)``:
-
-=========  ==================  ======================================
-name       tuple               used for
-=========  ==================  ======================================
-"tensor"   (rows, cols)        per-tensor scaling (also ``block=None``)
-"row"      (1, cols)           per-token scaling
-"tile"     (1, 128)            V3 activations (``ACTIVATION_TILE``)
-"block"    (128, 128)          V3 weights (``WEIGHT_BLOCK``)
-=========  ==================  ======================================
+Block names (the ``block`` argument), for an input viewed as ``(rows, cols)``: "tensor" = (rows, cols), per-tensor
+scaling (also ``block=None``); "row" = (1, cols), per token; "tile" = (1, 128), V3's activations
+(``ACTIVATION_TILE``); "block" = (128, 128), V3's weights (``WEIGHT_BLOCK``).
 """
 
 from __future__ import annotations
@@ -372,11 +374,13 @@ def tile_error_map(x: torch.Tensor, block=ACTIVATION_TILE, fmt: str = "e4m3") ->
 def apply_fp8(model: nn.Module, fmt: str = "e4m3", act_block=ACTIVATION_TILE, weight_block=WEIGHT_BLOCK) -> list[str]:
     """Run the model's linear layers in simulated FP8, in place; returns the names of what now runs in FP8.
 
-    FP8 (as in V3, Section 3.3.1): attention projections, dense FFNs, shared and routed experts, MTP projections. Kept
-    in full precision (as in V3): embedding, output head, MoE gates, norms, the attention core. ``wkv_b`` (W_UK, W_UV)
-    is applied inside our attention core by einsum (expanding keys and values, or absorbed into queries and outputs),
-    not as a linear layer, so it also stays in full precision here. Parameters are shared, not copied, so an optimizer
-    made earlier keeps working.
+    FP8 (as in V3, Section 3.3.1): attention projections, dense FFNs, shared and routed experts (also inside each MTP
+    module's block). Kept in full precision (as in V3): embedding, output head, MoE gates, norms, the attention core.
+    The MTP module's 2d -> d projection (``mtp.<k>.proj``) is named neither among V3's FP8 GEMMs nor among its
+    higher-precision exceptions in Section 3.3.1; we convert it like every other linear layer, our choice. ``wkv_b``
+    (W_UK, W_UV) is applied inside our attention core by einsum (expanding keys and values, or absorbed into queries
+    and outputs), not as a linear layer, so it also stays in full precision here. Parameters are shared, not copied,
+    so an optimizer made earlier keeps working.
     """
     get_format(fmt)
     converted = []

@@ -40,6 +40,9 @@ def generate(model: DeepSeekV3, prompt: torch.Tensor | Sequence[int], max_new_to
     """Decode ``max_new_tokens`` after ``prompt`` with a KV cache; temperature 0 is greedy.
 
     Returns prompt and continuation together, (batch, prompt_len + max_new_tokens) — 1-D if the prompt was 1-D.
+    A batch of prompts (of one length) decodes together, one forward per step for all rows: with ``temperature`` > 0
+    and a seeded ``generator`` that is how many samples of one prompt are drawn at once (GRPO's group of G outputs,
+    V3 report §5.2.2).
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 0")
@@ -56,13 +59,14 @@ def generate(model: DeepSeekV3, prompt: torch.Tensor | Sequence[int], max_new_to
         )
     out = [tokens]
     if max_new_tokens:
-        cache = model.new_cache()
-        logits = model(tokens, cache=cache).logits[:, -1]
+        # every position the run will hold, allocated once; the head runs on the last position only
+        cache = model.new_cache(capacity=tokens.shape[1] + max_new_tokens)
+        logits = model(tokens, cache=cache, logits_to_keep=1).logits[:, -1]
         for step in range(max_new_tokens):
             nxt = sample_next(logits, temperature, top_k, generator)[:, None]
             out.append(nxt)
             if step + 1 < max_new_tokens:
-                logits = model(nxt, cache=cache).logits[:, -1]
+                logits = model(nxt, cache=cache, logits_to_keep=1).logits[:, -1]
     result = torch.cat(out, dim=1)
     return result[0] if flat else result
 
@@ -112,7 +116,8 @@ def speculative_generate(model: DeepSeekV3, prompt: torch.Tensor | Sequence[int]
     stats = SpeculativeStats()
     if max_new_tokens == 0:
         return (tokens[0] if flat else tokens), stats
-    mtp, cache, mtp_cache = model.mtp[0], model.new_cache(), KVCache(1)
+    capacity = tokens.shape[1] + max_new_tokens + 1
+    mtp, cache, mtp_cache = model.mtp[0], model.new_cache(capacity), KVCache(1, capacity)
 
     def draft_from(h: torch.Tensor, next_tokens: torch.Tensor) -> torch.Tensor:
         # MTP position i pairs h_i with the embedding of token i+1; both are final by now
@@ -120,12 +125,12 @@ def speculative_generate(model: DeepSeekV3, prompt: torch.Tensor | Sequence[int]
         hk = mtp(h, model.embed(next_tokens), cos, sin, mtp_cache)
         return model.head(mtp.norm(hk[:, -1:])).argmax(-1)
 
-    out = model(tokens, cache=cache)
+    out = model(tokens, cache=cache, logits_to_keep=1)
     stats.forward_passes += 1
-    nxt = out.logits[:, -1:].argmax(-1)
+    nxt = out.logits.argmax(-1)
     draft = draft_from(out.hidden_states, torch.cat([tokens[:, 1:], nxt], dim=1))
-    produced = [nxt]
-    while sum(p.shape[1] for p in produced) < max_new_tokens:
+    produced, count = [nxt], 1
+    while count < max_new_tokens:
         verify = model(torch.cat([nxt, draft], dim=1), cache=cache)
         stats.forward_passes += 1
         stats.drafted += 1
@@ -134,11 +139,13 @@ def speculative_generate(model: DeepSeekV3, prompt: torch.Tensor | Sequence[int]
             stats.accepted += 1
             nxt = predicted[:, 1:]
             produced += [draft, nxt]
+            count += 2
             draft = draft_from(verify.hidden_states, torch.cat([draft, nxt], dim=1))
         else:
             cache.crop(len(cache) - 1)  # forget the rejected draft's position
             nxt = predicted[:, :1]
             produced.append(nxt)
+            count += 1
             draft = draft_from(verify.hidden_states[:, :1], nxt)
     new = torch.cat(produced, dim=1)[:, :max_new_tokens]
     stats.new_tokens = new.shape[1]

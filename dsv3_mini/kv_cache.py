@@ -63,27 +63,67 @@ class KVCache:
     """Per-layer cached tensors, all laid out ``(batch, seq, ...)`` so that the sequence is dimension 1.
 
     MLA layers store ``(c_kv, k_rope)``; standard attention stores ``(k, v)`` of shape (batch, seq, kv_heads, d_h).
+
+    Preallocated and written in place (as nanochat's engine does): each layer owns buffers of ``capacity`` positions
+    and a length; ``update`` copies only the new positions into the buffers and returns views of the filled part, so
+    a decoding step costs a write of one position, not a copy of the whole cache (``torch.cat`` would copy all t
+    cached positions, every layer, every token: O(t²) bytes moved over a generation). A cache built without a
+    ``capacity`` (or one that runs out) grows by doubling, so the copies stay O(t) in total.
     """
 
-    def __init__(self, num_layers: int):
-        self.layers: list[tuple[torch.Tensor, ...] | None] = [None] * num_layers
+    def __init__(self, num_layers: int, capacity: int | None = None):
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"capacity={capacity} must be None (grow as needed) or a number of positions >= 1")
+        self.capacity = capacity
+        self._buffers: list[tuple[torch.Tensor, ...] | None] = [None] * num_layers
+        self._lengths = [0] * num_layers
 
     def __len__(self) -> int:
         """Number of cached positions."""
-        first = self.layers[0]
-        return 0 if first is None else first[0].shape[1]
+        return self._lengths[0]
+
+    @property
+    def layers(self) -> list[tuple[torch.Tensor, ...] | None]:
+        """Per layer, views of the filled positions, (batch, len, ...) each; None for a layer never written."""
+        return [None if b is None else tuple(x[:, :n] for x in b) for b, n in zip(self._buffers, self._lengths,
+                                                                                  strict=True)]
+
+    def _allocate(self, layer: int, need: int, new: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Buffers of layer ``layer`` with room for ``need`` positions, keeping what is cached."""
+        old, length = self._buffers[layer], self._lengths[layer]
+        size = max(need, self.capacity or 0, 2 * old[0].shape[1] if old is not None else 0)
+        bufs = tuple(torch.empty(x.shape[0], size, *x.shape[2:], dtype=x.dtype, device=x.device) for x in new)
+        if old is not None and length:
+            for b, o in zip(bufs, old, strict=True):
+                b[:, :length] = o[:, :length]
+        self._buffers[layer] = bufs
+        return bufs
 
     def update(self, layer: int, *new: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Append new positions to layer ``layer`` and return everything cached there."""
-        old = self.layers[layer]
-        merged = new if old is None else tuple(torch.cat([o, n], dim=1) for o, n in zip(old, new, strict=True))
-        self.layers[layer] = merged
-        return merged
+        """Write new positions (batch, n, ...) after those of layer ``layer``; return views of all of them."""
+        bufs, start = self._buffers[layer], self._lengths[layer]
+        end = start + new[0].shape[1]
+        if bufs is not None and (bufs[0].shape[0] != new[0].shape[0] or len(bufs) != len(new)):
+            raise ValueError(f"layer {layer} caches batch size {bufs[0].shape[0]} and {len(bufs)} tensors; got batch "
+                             f"size {new[0].shape[0]} and {len(new)} tensors (use a new cache for another batch)")
+        if bufs is None or end > bufs[0].shape[1]:
+            bufs = self._allocate(layer, end, new)
+        for b, x in zip(bufs, new, strict=True):
+            b[:, start:end] = x
+        self._lengths[layer] = end
+        return tuple(b[:, :end] for b in bufs)
 
     def crop(self, length: int) -> None:
-        """Forget every position from ``length`` on (speculative decoding rolls back rejected drafts)."""
-        self.layers = [None if t is None else tuple(x[:, :length] for x in t) for t in self.layers]
+        """Forget every position from ``length`` on (speculative decoding rolls back rejected drafts); O(1)."""
+        if length < 0:
+            raise ValueError(f"length={length} must be >= 0")
+        self._lengths = [min(n, length) for n in self._lengths]
 
     def nbytes(self) -> int:
-        """Bytes the cache's tensors actually hold."""
-        return sum(x.numel() * x.element_size() for t in self.layers if t is not None for x in t)
+        """Bytes of the positions the cache holds (what the formulas count; ``allocated_bytes`` adds the free room)."""
+        return sum(x[:, :n].numel() * x.element_size() for b, n in zip(self._buffers, self._lengths, strict=True)
+                   if b is not None for x in b)
+
+    def allocated_bytes(self) -> int:
+        """Bytes of the buffers, filled or not."""
+        return sum(x.numel() * x.element_size() for b in self._buffers if b is not None for x in b)

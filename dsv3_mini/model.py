@@ -82,21 +82,31 @@ class DeepSeekV3(nn.Module):
         blocks = list(self.layers) + ([m.block for m in self.mtp] if include_mtp else [])
         return [b.ffn for b in blocks if isinstance(b.ffn, MoE)]
 
-    def new_cache(self) -> KVCache:
-        return KVCache(self.cfg.num_hidden_layers)
+    def new_cache(self, capacity: int | None = None) -> KVCache:
+        """An empty cache for this model; ``capacity`` positions are allocated at the first write (None: grow)."""
+        return KVCache(self.cfg.num_hidden_layers, capacity)
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> ModelOutput:
+                cache: KVCache | None = None, logits_to_keep: int = 0) -> ModelOutput:
+        """``logits_to_keep`` = n > 0 runs the final norm and the head on the last n positions only (decoding needs
+        one; the head is the model's widest matmul), so ``logits`` is (batch, n, vocab); 0 keeps every position."""
         if tokens.dim() != 2:
             raise ValueError(f"tokens must have shape (batch, seq); got {tuple(tokens.shape)}")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.vocab_size):
-            raise ValueError(f"token ids must lie in 0..{self.cfg.vocab_size - 1} (vocab_size={self.cfg.vocab_size})")
+        if tokens.numel():
+            lo, hi = tokens.aminmax()  # one pass and one read-back for both bounds
+            if int(lo) < 0 or int(hi) >= self.cfg.vocab_size:
+                raise ValueError(f"token ids must lie in 0..{self.cfg.vocab_size - 1} "
+                                 f"(vocab_size={self.cfg.vocab_size})")
+        if not isinstance(logits_to_keep, int) or logits_to_keep < 0:
+            raise ValueError(f"logits_to_keep={logits_to_keep!r} must be an integer >= 0 (0 = every position)")
+        if logits_to_keep and targets is not None:
+            raise ValueError("logits_to_keep must be 0 when targets are given (the loss scores every position)")
         start = len(cache) if cache is not None else 0
         cos, sin = self.rope(start, tokens.shape[1])
         x = self.embed(tokens)
         for i, block in enumerate(self.layers):
             x = block(x, cos, sin, cache, i)
-        logits = self.head(self.norm(x))
+        logits = self.head(self.norm(x[:, -logits_to_keep:] if logits_to_keep else x))
         if targets is None:
             return ModelOutput(logits=logits, hidden_states=x)
         if targets.shape != tokens.shape:

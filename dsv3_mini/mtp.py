@@ -8,6 +8,8 @@ previous depth's representation with the embedding of token t_{i+k},
 h^0 is the main model's final hidden state. The embedding and the output head are shared with the main model;
 the loss is L_MTP = λ/D Σ_k CE_k. At inference the modules can be dropped, or module 1 drafts a token for
 speculative decoding (``dsv3_mini.generate.speculative_generate``).
+Size of V3's one module: 11.6B by ``count_params(cfg).mtp`` (block, projection and norms); the release's
+README_WEIGHTS.md states 11.5B unique parameters, its shared embedding and head excluded.
 """
 
 from __future__ import annotations

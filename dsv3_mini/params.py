@@ -1,10 +1,16 @@
 """Parameter counts from the configuration alone (nothing is allocated), so the 671B model can be counted too.
 
-Conventions (matching FACTS of the course and the V3 report):
+Conventions (DeepSeek's own accounting where it gives one):
 - ``total``: the main model — embedding, every block (norms and router biases included), final norm, output head.
   MTP modules are counted separately in ``mtp`` (their embedding and head are shared with the main model).
-- ``active``: parameters one token uses, the whole embedding table included (37.5B for V3; the report says 37B);
-  ``active_non_embedding`` leaves the embedding out (36.6B for V3).
+- ``active_non_embedding``: the parameters one token uses, the embedding (a lookup, not a matmul) left out:
+  36,625,618,432 ≈ 36.6B for V3, DeepSeek's own accounting (the release's README_WEIGHTS.md: "activation parameters
+  36.6B, including 0.9B for the output head"); the report's abstract says 37B. This is the figure to lead with.
+- ``active``: the same with the whole embedding table counted (37,552,297,472 ≈ 37.6B for V3): a side note.
+- ``mtp``: one MTP module of V3 is 11,610,068,224 ≈ 11.6B here, its 2d -> d projection and norms included;
+  README_WEIGHTS.md states "11.5B unique parameters" (its embedding and head are shared). The release README's
+  685B = 671B + 14B (not a figure of the report) counts the checkpoint's stored copies of embedding and head too:
+  11.6B + 2 × 0.93B = 13.5B by this count.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ class ParamCount:
     breakdown: dict[str, int] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        return f"total {self.total:,} · active per token {self.active:,} · MTP {self.mtp:,}"
+        return (f"total {self.total:,} · activated per token {self.active_non_embedding:,} "
+                f"({self.active:,} with the embedding) · MTP {self.mtp:,}")
 
 
 def attention_params(cfg: ModelConfig) -> int:

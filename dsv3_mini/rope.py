@@ -9,6 +9,12 @@ YaRN (arXiv 2309.00071, used by V3 to go 4K → 32K → 128K) blends two sets of
 keep their original frequency (extrapolation), low-frequency ones are divided by the scale s (interpolation), with a
 linear ramp between the β_fast and β_slow boundaries. The attention temperature sqrt(t) = 0.1·ln(s) + 1 enters the
 softmax scale (see ``ModelConfig.softmax_scale``).
+
+V3's context extension (report §4.3): after pre-training at 4K, two phases of 1,000 steps each, 4K → 32K with a batch
+of 1,920 sequences, then → 128K with a batch of 480, both at learning rate 7.3e-6 and with the same YaRN
+hyper-parameters, s = 40, α = 1, β = 32 (the released config's ``factor``, ``beta_slow`` and ``beta_fast``), applied
+to the decoupled RoPE dimensions only. This module implements the frequencies and the temperature; the course does not
+run the extension phases (its presets train at short contexts without YaRN).
 """
 
 from __future__ import annotations

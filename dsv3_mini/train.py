@@ -4,7 +4,9 @@ optional FP8 simulation, periodic validation, JSON-lines metrics and atomic safe
 From a notebook: ``result = train(TrainConfig(preset="tiny", steps=50))`` returns the model and the history;
 an interrupt (Kernel → Interrupt) stops after the current step, saves a checkpoint and returns normally.
 From a shell, ``make train`` is ``python -m dsv3_mini.train --preset mini --steps 900 --batch-size 12 --seq-len 256
---eval-every 100 --threads 2 --out checkpoints/mini``.
+--eval-every 100 --threads 2 --out checkpoints/mini``. ``--device cuda`` (or ``mps``) trains on a GPU;
+``torchrun --nproc-per-node N -m dsv3_mini.train ...`` trains on N processes, with the results of one
+(``dsv3_mini.data_parallel``).
 
 One optimizer step is ``train_step``; ``train`` is the loop around it (batches, logging, validation, checkpoints).
 The command line is generated from ``TrainConfig``: one flag per field (``--batch-size`` for ``batch_size``), with
@@ -21,7 +23,6 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,12 +42,15 @@ from .checkpoint import (
 from .cli import config_from_args, config_parser, setting
 from .config import BALANCE_POLICIES, PRESETS, ModelConfig, preset
 from .data import Dataset, builtin_dataset, text_dataset
+from .data_parallel import DataParallel, data_parallel, is_main_process, local_rank, unwrap
+from .devices import DEVICES, autocast_context, check_device
 from .fp8 import apply_fp8
 from .interrupt import deferred_interrupt
 from .model import DeepSeekV3, ModelOutput, cross_entropy
 from .utils import seed_everything
 
 TRAINABLE_PRESETS = tuple(p for p in PRESETS if p != "deepseek-v3")  # V3 itself is for the calculators only
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # --precision -> the forward pass's autocast dtype
 
 
 @dataclass
@@ -76,6 +80,9 @@ class TrainConfig:
     balance: str = setting("loss-free", "load-balancing policy of the MoE routers", choices=BALANCE_POLICIES)
     bias_update_speed: float | None = setting(None, f"γ of the bias rule (default {ModelConfig.bias_update_speed})")
     fp8: bool = setting(False, "simulate FP8 (E4M3, tile/block scaling) in linear layers")
+    device: str = setting("cpu", "where to compute (cuda and mps when this machine has them)", choices=DEVICES)
+    precision: str = setting("fp32", "forward-pass precision: fp32, or bf16 autocast (the report's baseline for FP8)",
+                             choices=tuple(PRECISIONS))
     mtp_depth: int | None = setting(None, "number of MTP modules (default: the preset's; 0 disables MTP)")
     model_overrides: dict[str, Any] = field(default_factory=dict, metadata={"help": "ModelConfig fields to change"})
 
@@ -85,6 +92,10 @@ class TrainConfig:
             raise ValueError(f"preset={self.preset!r} is not one of {allowed} (deepseek-v3 is for calculators only)")
         if self.balance not in BALANCE_POLICIES:
             raise ValueError(f"balance={self.balance!r} is not one of {', '.join(map(repr, BALANCE_POLICIES))}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} is not one of {', '.join(map(repr, PRECISIONS))}")
+        if self.device not in DEVICES:  # whether this machine has it is checked when the run starts
+            raise ValueError(f"device={self.device!r} is not one of {', '.join(map(repr, DEVICES))}")
         for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_batches", "log_every", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
@@ -155,37 +166,51 @@ def make_optimizer(model: DeepSeekV3, tc: TrainConfig) -> torch.optim.AdamW:
                               {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.95))
 
 
-def train_step(model: DeepSeekV3, opt: torch.optim.Optimizer, tokens: torch.Tensor, targets: torch.Tensor,
-               tc: TrainConfig, step: int, autocast: torch.dtype | None = None) -> StepResult:
+def train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, tokens: torch.Tensor, targets: torch.Tensor,
+               tc: TrainConfig, step: int, autocast: torch.dtype | None = None,
+               parallel: DataParallel | None = None) -> StepResult:
     """Optimizer step number ``step`` (from 1) on one batch of (batch, seq) tokens and next-token targets.
 
     The scheduled learning rate, the forward pass with every loss (main + λ/D · Σ MTP + balance), backward, the
     gradient clipped to ``tc.grad_clip``, AdamW, then the bias update of every router from the step's expert counts.
-    ``autocast`` runs the forward pass under CPU autocast in that dtype (the trainer runs fp32; ``benchmarks/mfu.py``
-    also measures bf16).
+    ``autocast`` runs the forward pass under autocast in that dtype on the batch's device (the trainer runs
+    ``--precision``; ``benchmarks/mfu.py`` also measures bf16). With ``parallel``, ``model`` is the DDP-wrapped model,
+    the batch is this rank's slice, and the expert counts are summed over the ranks before the bias rule.
     """
     lr = learning_rate(step, tc)
     for group in opt.param_groups:
         group["lr"] = lr
-    with torch.autocast("cpu", dtype=autocast) if autocast else nullcontext():
+    with autocast_context(tokens.device, autocast):
         output = model(tokens, targets=targets)
     opt.zero_grad(set_to_none=True)
     output.loss.backward()
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))
     opt.step()
-    return StepResult(output=output, lr=lr, grad_norm=grad_norm, max_vio=apply_bias_update(model))
+    if parallel:
+        parallel.sum_expert_counts(unwrap(model))
+    return StepResult(output=output, lr=lr, grad_norm=grad_norm, max_vio=apply_bias_update(unwrap(model)))
 
 
 @torch.no_grad()
 def evaluate(model: DeepSeekV3, dataset: Dataset, batch_size: int, seq_len: int,
-             max_batches: int | None = None) -> dict[str, Any]:
-    """Validation: main next-token loss, each MTP loss, and MaxVio_global per MoE layer (main layers only)."""
+             max_batches: int | None = None, parallel: DataParallel | None = None) -> dict[str, Any]:
+    """Validation: main next-token loss, each MTP loss, and MaxVio_global per MoE layer (main layers only).
+
+    On the model's device. With ``parallel`` each rank takes its slice of every validation batch and the sums are
+    added up over the ranks: every rank returns the numbers of the whole validation set.
+    """
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     main, mtp, n = 0.0, [0.0] * len(model.mtp), 0
     moes = model.moe_layers(include_mtp=False)
-    load = [torch.zeros(m.gate.weight.shape[0]) for m in moes]
+    load = [torch.zeros(m.gate.weight.shape[0], device=device) for m in moes]
     for tokens, targets, _ in dataset.val_batches(batch_size, seq_len, max_batches):
+        if parallel:
+            tokens, targets = parallel.shard(tokens), parallel.shard(targets)
+            if not len(tokens):  # a short last batch has no row for this rank
+                continue
+        tokens, targets = tokens.to(device), targets.to(device)
         out = model(tokens)
         main += float(cross_entropy(out.logits, targets)) * len(tokens)
         for k, lg in enumerate(model.mtp_logits(tokens, out.hidden_states), start=1):
@@ -194,6 +219,10 @@ def evaluate(model: DeepSeekV3, dataset: Dataset, batch_size: int, seq_len: int,
             acc += m.last_routing.counts
         n += len(tokens)
     model.train(was_training)
+    if parallel:  # each rank saw its slices: add up the weighted losses, the sequences and the expert loads
+        main, *mtp, n = parallel.sum([main, *mtp, n])
+        for acc in load:
+            parallel.sum_tensor(acc)
     if n == 0:
         raise ValueError(f"the validation split is shorter than seq_len={seq_len}")
     return {"loss": main / n, "mtp_losses": [x / n for x in mtp], "max_vio_global": [max_violation(x) for x in load]}
@@ -205,34 +234,44 @@ def train(tc: TrainConfig, resume: bool = False, progress: bool = True, dataset:
     """Train (or continue, with ``resume=True``, from ``tc.out``/checkpoint.safetensors) up to ``tc.steps``.
 
     ``tc.threads`` sets torch's thread count for the run; the previous count is restored afterwards, so a notebook
-    that trains with ``threads=1`` keeps its own setting for the cells that follow.
+    that trains with ``threads=1`` keeps its own setting for the cells that follow. Started by torchrun, every process
+    runs this and the run is data parallel (``dsv3_mini.data_parallel``); the model is built on the CPU with the
+    seed's weights, then moved to ``tc.device``.
     """
     threads = torch.get_num_threads()
     try:
-        return _train(tc, resume, progress, dataset)
+        device = check_device(tc.device, local_rank())
+        with data_parallel(device) as parallel:
+            return _train(tc, resume, progress, dataset, device, parallel)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(tc: TrainConfig, resume: bool, progress: bool, dataset: Dataset | None) -> TrainResult:
+def _train(tc: TrainConfig, resume: bool, progress: bool, dataset: Dataset | None, device: torch.device,
+           parallel: DataParallel | None) -> TrainResult:
+    main_rank = parallel is None or parallel.is_main  # the one that writes files
     out = Path(tc.out) if tc.out else None
     ckpt = out / "checkpoint.safetensors" if out else None
     if resume:
         if ckpt is None or not ckpt.is_file():
             raise ValueError(f"--resume needs a checkpoint in --out; none at {str(ckpt)!r}")
         meta, _ = read_checkpoint(ckpt)
-        tc = dataclasses.replace(TrainConfig(**meta["train_config"]), steps=tc.steps, out=tc.out)
+        tc = dataclasses.replace(TrainConfig(**meta["train_config"]), steps=tc.steps, out=tc.out, device=tc.device)
+    if parallel:
+        parallel.check_batch(tc.batch_size)
     seed_everything(tc.seed, tc.threads)
     dataset = dataset or load_dataset(tc)
     model = DeepSeekV3(tc.model_config()).train()
     if tc.fp8:
         apply_fp8(model)
+    model.to(device)
     opt = make_optimizer(model, tc)
     generator = torch.Generator().manual_seed(tc.seed)
     step = restore_checkpoint(ckpt, model, opt, generator) if resume else 0
+    stepped = parallel.wrap(model, tc.seq_len) if parallel else model  # what train_step runs: DDP or the model
     history: list[dict[str, Any]] = []
     metrics = None
-    if out:
+    if out and main_rank:
         out.mkdir(parents=True, exist_ok=True)
         metrics_path = out / "metrics.jsonl"
         kept = []
@@ -250,40 +289,44 @@ def _train(tc: TrainConfig, resume: bool, progress: bool, dataset: Dataset | Non
             metrics.flush()
 
     interrupted = False
-    bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc=f"train {tc.preset}", unit="step")
+    bar = tqdm(total=tc.steps, initial=step, disable=not (progress and main_rank), desc=f"train {tc.preset}",
+               unit="step")
     t0, tokens_seen = time.perf_counter(), 0
     try:
         with deferred_interrupt() as stop:
             while step < tc.steps:
-                if stop[0]:
+                if parallel.any(stop[0]) if parallel else stop[0]:  # all ranks stop after the same step
                     interrupted = True
                     break
                 step += 1
                 tokens, targets, _ = dataset.get_batch("train", tc.batch_size, tc.seq_len, generator)
-                s = train_step(model, opt, tokens, targets, tc, step)
-                tokens_seen += tokens.numel()
+                tokens_seen += tokens.numel()  # the global batch's
+                if parallel:
+                    tokens, targets = parallel.shard(tokens), parallel.shard(targets)
+                s = train_step(stepped, opt, tokens.to(device), targets.to(device), tc, step,
+                               autocast=PRECISIONS[tc.precision], parallel=parallel)
                 bar.update(1)
-                bar.set_postfix(loss=f"{s.output.main_loss.item():.3f}")
+                bar.set_postfix(loss=f"{s.output.main_loss.item():.3f}")  # under DDP: rank 0's slice
                 if step % tc.log_every == 0 or step == tc.steps:
                     elapsed = time.perf_counter() - t0
-                    balance = s.output.balance_loss
-                    log({"step": step, "split": "train", "loss": s.output.main_loss.item(),
-                         "mtp_losses": [x.item() for x in s.output.mtp_losses],
-                         "balance_loss": balance.item() if balance is not None else None,
-                         "total_loss": s.output.loss.item(), "lr": s.lr, "grad_norm": s.grad_norm,
+                    o = parallel.mean_losses(s.output) if parallel else s.output  # the global batch's losses
+                    log({"step": step, "split": "train", "loss": o.main_loss.item(),
+                         "mtp_losses": [x.item() for x in o.mtp_losses],
+                         "balance_loss": o.balance_loss.item() if o.balance_loss is not None else None,
+                         "total_loss": o.loss.item(), "lr": s.lr, "grad_norm": s.grad_norm,
                          "max_vio": s.max_vio, "tokens_per_s": tokens_seen / elapsed if elapsed else None})
                 if step % tc.eval_every == 0 or step == tc.steps:
-                    val = evaluate(model, dataset, tc.batch_size, tc.seq_len, tc.eval_batches)
+                    val = evaluate(model, dataset, tc.batch_size, tc.seq_len, tc.eval_batches, parallel)
                     log({"step": step, "split": "val", **val})
-                if ckpt and (step % tc.save_every == 0 or step == tc.steps):
+                if ckpt and main_rank and (step % tc.save_every == 0 or step == tc.steps):
                     save_checkpoint(ckpt, model, opt, dataclasses.asdict(tc), step, generator)
     finally:
         bar.close()
-        if ckpt and step > 0 and (interrupted or sys.exc_info()[0] is not None):
+        if ckpt and main_rank and step > 0 and (interrupted or sys.exc_info()[0] is not None):
             save_checkpoint(ckpt, model, opt, dataclasses.asdict(tc), step, generator)
         if metrics:
             metrics.close()
-    if interrupted:
+    if interrupted and main_rank:
         print(f"Interrupted after step {step}; the model, its history" + (f" and {ckpt}" if ckpt else "") +
               " are kept. Continue with --resume.", file=sys.stderr)
     return TrainResult(model=model.eval(), history=history, step=step, interrupted=interrupted, checkpoint=ckpt,
@@ -294,7 +337,7 @@ def finish(result: TrainResult, tc: TrainConfig, command: str) -> dict[str, Any]
     """Export the bf16 weights and record the validation loss of exactly those weights in summary.json."""
     out = Path(tc.out)
     export_model(result.model, out / "model.safetensors")
-    shipped = load_model(out / "model.safetensors")
+    shipped = load_model(out / "model.safetensors").to(next(result.model.parameters()).device)
     val = evaluate(shipped, result.dataset, tc.batch_size, tc.seq_len, tc.eval_batches)
     summary = {"command": command, "step": result.step, "val_loss": val["loss"], "val_mtp_losses": val["mtp_losses"],
                "max_vio_global": val["max_vio_global"], "unigram_baseline": result.dataset.unigram_baseline(),
@@ -334,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not is_main_process():  # rank 0 reports and exports for the whole data-parallel run
+        return 130 if result.interrupted else 0
     last_val = [r for r in result.history if r["split"] == "val"]
     if last_val:
         print(f"step {result.step}: validation loss {last_val[-1]['loss']:.4f}")

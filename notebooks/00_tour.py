@@ -18,8 +18,8 @@
 #
 # **Learning goals.** After this lesson you can
 #
-# 1. say what DeepSeek-V3 is: a 671-billion-parameter Mixture-of-Experts (MoE) language model that uses only about
-#    37 billion parameters for each token;
+# 1. say what DeepSeek-V3 is: a 671-billion-parameter Mixture-of-Experts (MoE) language model that activates only
+#    36.6 billion parameters for each token;
 # 2. compute those numbers yourself from the model's configuration, component by component;
 # 3. explain why *sparse* activation makes a huge model affordable, and write down the MoE layer's output;
 # 4. run a tiny but real DeepSeek-V3 built by this course, and count its parameters;
@@ -61,15 +61,24 @@ _ = setup_plotly()  # plotly in JupyterLab, plain HTML in the book
 v3 = preset("deepseek-v3")
 c = count_params(v3)
 print(f"total parameters (main model):      {c.total:>18,}")
-print(f"activated per token (with embedding): {c.active:>15,}")
-print(f"activated per token, no embedding:  {c.active_non_embedding:>17,}")
+print(f"activated per token (no embedding): {c.active_non_embedding:>17,}")
+print(f"  side note, with the embedding:    {c.active:>17,}")
 print(f"MTP module (extra, for training):   {c.mtp:>17,}")
 print(f"in billions: {c.total / 1e9:.1f}B total,",
-      f"{c.active / 1e9:.1f}B activated, {c.mtp / 1e9:.1f}B MTP")
+      f"{c.active_non_embedding / 1e9:.1f}B activated ({c.active / 1e9:.1f}B with the embedding),",
+      f"{c.mtp / 1e9:.1f}B MTP")
+stored_mtp = c.mtp + c.breakdown["embedding"] + c.breakdown["head"]  # the checkpoint's own copies of both
+print(f"MTP with stored copies of embedding and head: {c.mtp / 1e9:.2f}B + 2 × {c.breakdown['head'] / 1e9:.2f}B",
+      f"= {stored_mtp / 1e9:.1f}B")
 
 # %% [markdown]
-# The report rounds these to "671B total parameters, of which 37B are activated for each token", and counts the
-# 14B of the MTP module (its own 11.6B plus the embedding and output head it shares with the main model) separately.
+# The report rounds these to "671B total parameters, of which 37B are activated for each token". DeepSeek's own
+# accounting, in the weights README of the release, is the one we lead with: "activation parameters 36.6B, including
+# 0.9B for the output head", without the embedding table (a lookup of one row per token, not a matrix product):
+# exactly `active_non_embedding`. The same README states 11.5B unique parameters for the MTP module; we count 11.6B
+# because our count includes its $2d \to d$ projection and its norms. The figure "685B = 671B + 14B" comes from the
+# release's README, not from the report: the checkpoint stores the MTP module with its own copies of the embedding
+# and the output head, which adds up to 13.5B by our count (printed above), not quite the README's 14B.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Why sparse
@@ -83,13 +92,14 @@ print(f"in billions: {c.total / 1e9:.1f}B total,",
 k_r, n_r = v3.num_experts_per_tok, v3.n_routed_experts
 active = dict(c.breakdown)  # every token uses every component, except:
 active["routed_experts"] = c.breakdown["routed_experts"] * k_r // n_r
-assert sum(active.values()) == c.active, "the parts must add up to count_params"
+active["embedding"] = 0  # a lookup of one row, which DeepSeek's count of activated parameters leaves out
+assert sum(active.values()) == c.active_non_embedding, "the parts must add up to count_params"
 
 print(f"{'component':<16}{'total':>20}{'activated per token':>22}")
 for name, total in c.breakdown.items():
     print(f"{name:<16}{total:>20,}{active[name]:>22,}")
 print(f"\nrouted experts used per token: {k_r} of {n_r} = {k_r / n_r:.3%}")
-print(f"activated fraction of the whole model: {c.active / c.total:.2%}")
+print(f"activated fraction of the whole model: {c.active_non_embedding / c.total:.2%}")
 
 # %% slideshow={"slide_type": "slide"}
 labels = {"embedding": "embedding", "attention": "attention (MLA)",
@@ -110,8 +120,9 @@ fig.show()
 
 # %% [markdown]
 # Almost all of the 671B are routed experts (654B), and a token uses 8 of the 256 in each MoE layer. Everything
-# else — attention, the shared expert, the first three dense layers, the embedding and the head — is used by every
-# token. Written out, the MoE layer of block $l$ turns the attention output $\mathbf{u}_t$ of token $t$ into
+# else — attention, the shared expert, the first three dense layers and the head — is used by every token; the
+# embedding is only looked up (one row per token), so it is not counted as activated. Written out, the MoE layer of
+# block $l$ turns the attention output $\mathbf{u}_t$ of token $t$ into
 #
 # $$
 # \mathbf{h}'_t = \mathbf{u}_t + \sum_{i=1}^{N_s} \mathrm{FFN}^{(s)}_i(\mathbf{u}_t)
@@ -128,7 +139,7 @@ fig.show()
 # %% slideshow={"slide_type": "slide"}
 ks = [1, 2, 4, 8, 16, 32, 64]
 total_b = c.total / 1e9
-active_b = {k: count_params(v3.replace(num_experts_per_tok=k)).active / 1e9
+active_b = {k: count_params(v3.replace(num_experts_per_tok=k)).active_non_embedding / 1e9
             for k in ks}
 
 
@@ -204,8 +215,10 @@ print(f"128K tokens with MLA:   {mla * context / 2**30:>10.2f} GiB")
 print(f"128K tokens, full K, V: {naive * context / 2**30:>10.2f} GiB")
 
 # %% [markdown]
-# Lesson 1 builds MLA, shows why the small cache costs no accuracy in the computation, and compares it with MHA, GQA
-# and MQA.
+# Lesson 1 builds MLA, shows that its absorbed path computes the same function as the naive path from the same cache
+# (equal up to float rounding: the small cache costs nothing against computing the same MLA naively), and compares its
+# cache with MHA, GQA and MQA. Whether MLA models are as good as MHA models is a different, empirical question: the
+# DeepSeek-V2 report answers it with trained models, and this course does not test it.
 #
 # > **How our mini model differs from the real one.** The architecture is the same code path: MLA with decoupled
 # > RoPE, DeepSeekMoE with sigmoid routing and group-limited top-k, the selection bias for auxiliary-loss-free
@@ -225,7 +238,7 @@ fields = ["vocab_size", "hidden_size", "num_hidden_layers",
 cm = count_params(mini)
 rows = [(f, getattr(mini, f), getattr(v3, f)) for f in fields]
 rows += [("total parameters", cm.total, c.total),
-         ("activated per token", cm.active, c.active),
+         ("activated per token", cm.active_non_embedding, c.active_non_embedding),
          ("KV cache bytes/token", bytes_per_token(mini), bytes_per_token(v3))]
 print(f"{'':<26}{'mini (ours)':>16}{'DeepSeek-V3':>20}")
 for name, ours, theirs in rows:

@@ -172,9 +172,13 @@ for name, cfg in kinds.items():
 # $$
 #
 # Only the boxed vectors are cached: $d_c + d_h^R = 512 + 64 = 576$ numbers per token and layer, whatever the number
-# of heads. Our `MLA` names its weights as DeepSeek's inference code does; here they are at DeepSeek-V3's size
-# (built on PyTorch's `meta` device: shapes without memory, because one V3 attention layer alone has 187 million
-# weights).
+# of heads. Two details of what exactly is cached. The latent passes one more RMSNorm before it is stored (equation 1
+# leaves it out; the report adds RMSNorm layers after the compressed latents in its hyper-parameters, §4.2, and
+# DeepSeek's code calls it `kv_norm`), so the cache holds $\operatorname{RMSNorm}(W^{DKV}\mathbf{h}_t)$ and the
+# up-projections read that. And the RoPE key carries its position index: $\mathbf{k}^R_t$ is rotated by the angle of
+# its own position $t$ *before* it is stored, so a cached key never needs rotating again. Our `MLA` names its weights
+# as DeepSeek's inference code does; here they are at DeepSeek-V3's size (built on PyTorch's `meta` device: shapes
+# without memory, because one V3 attention layer alone has 187 million weights).
 
 # %%
 v3 = preset("deepseek-v3")
@@ -434,7 +438,9 @@ print(f"MLA caches as much as GQA with {numbers['MLA (V3)'] / (2 * d_h):.2f} gro
 #
 # MLA's cache is still larger than MQA's, but its heads are not forced to share: each head reads the latent through
 # its own $W^{UK}_i$ and $W^{UV}_i$, so every head still has keys and values of its own, where MQA's heads all get the
-# same one.
+# same one. What this lesson shows is the arithmetic: the cache sizes, and that the absorbed path computes the same
+# attention as the naive one. Whether MLA *models* are as good as MHA models is an empirical claim of the DeepSeek-V2
+# report, measured on trained models; nothing here tests it.
 
 # %% slideshow={"slide_type": "slide"}
 colors = ["#E69F00", "#CC79A7", "#009E73", "#0072B2", "#7F7F7F"]
@@ -502,11 +508,14 @@ print(f"MLA is {s['saving_vs_mha']:.1f}% smaller than same-shape MHA and "
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## A note on long contexts: YaRN
 #
-# DeepSeek-V3 was pre-trained with 4K-token sequences and then extended to 32K and 128K in two short phases with
-# **YaRN**: the slowest-rotating RoPE frequencies are divided by the scale $s = 40$ (interpolated), the fastest keep
-# theirs, a ramp blends the ones between, and the softmax scale is multiplied by $\sqrt{t}^{\,2}$ with
-# $\sqrt{t} = 0.1 \ln s + 1$. YaRN only touches the 64 decoupled RoPE dimensions and the scale; the cache is the same.
-# `dsv3_mini.rope` implements it; here is what it does to V3's 32 rotation frequencies.
+# DeepSeek-V3 was pre-trained with 4K-token sequences and then extended with **YaRN** in two phases of 1,000 steps
+# each (the report, §4.3): 4K → 32K with a batch of 1,920 sequences, then 32K → 128K with a batch of 480, both at a
+# learning rate of 7.3e-6 and with the same YaRN hyper-parameters, $s = 40$, $\alpha = 1$, $\beta = 32$ (the
+# released config's `factor`, `beta_slow` and `beta_fast`). What YaRN does: the slowest-rotating RoPE frequencies are
+# divided by the scale $s$ (interpolated), the fastest keep theirs, a ramp blends the ones between, and the softmax
+# scale is multiplied by $\sqrt{t}^{\,2}$ with $\sqrt{t} = 0.1 \ln s + 1$. YaRN only touches the 64 decoupled RoPE
+# dimensions and the scale; the cache is the same. `dsv3_mini.rope` implements it; here is what it does to V3's 32
+# rotation frequencies.
 
 # %%
 plain_freq, _ = inverse_frequencies(v3.qk_rope_head_dim, v3.rope_theta)
@@ -514,6 +523,8 @@ yarn_freq, _ = inverse_frequencies(v3.qk_rope_head_dim, v3.rope_theta, v3.rope_s
 s_factor = v3.rope_scaling["factor"]
 kept = int((yarn_freq == plain_freq).sum())
 divided = int(torch.isclose(yarn_freq, plain_freq / s_factor).sum())
+print(f"released config: s = factor = {s_factor}, alpha = beta_slow = {v3.rope_scaling['beta_slow']},"
+      f" beta = beta_fast = {v3.rope_scaling['beta_fast']}")
 print(f"scale s = {s_factor}: {kept} frequencies kept, {divided} divided by s,"
       f" {len(plain_freq) - kept - divided} blended")
 print(f"sqrt(t) = 0.1 ln(s) + 1 = {yarn_mscale(s_factor):.4f}")

@@ -44,6 +44,7 @@ from dsv3_mini.balancing import max_violation, skewed_router
 from dsv3_mini.data import builtin_dataset
 from dsv3_mini.moe import Router, SwiGLU
 from dsv3_mini.params import expert_params, router_params
+from dsv3_mini.traffic import IB_GBPS, NVLINK_GBPS, experts_for_cost_of_nodes
 from widgets import RouterLoadWidget
 from widgets.palette import OKABE_ITO, group_colors
 
@@ -262,10 +263,25 @@ for name, before, r in (("sigmoid", routing, bumped_v3), ("softmax", routing_v2,
 # most $M = 4$ nodes. In code (and in transformers' `DeepseekV3Config`) the experts are split into `n_group` = 8
 # equal **groups** (think: nodes) and a token may use `topk_group` = 4 of them:
 #
-# 1. score each group by the sum of its two highest $s_{i,t} + b_i$;
+# 1. score each group by the sum of its $K_r / M = 8 / 4 = 2$ highest $s_{i,t} + b_i$;
 # 2. keep the `topk_group` best groups, mask the others out;
 # 3. choose the top $K_r$ = 8 experts among the kept ones.
 #
+# Why 2, and why nodes at all? The report's reason (§3.2.2): between nodes a token's hidden state crosses InfiniBand
+# (IB, 50 GB/s per GPU in the report), inside a node NVLink (160 GB/s), about 3.2 times faster. A token that reaches
+# at most $M = 4$ nodes pays at most 4 IB copies, and each copy can be fanned out over NVLink to about 3.2 experts on
+# its node in the same time: up to 13 experts (the report's figure) for the IB cost of 4 nodes. V3 uses 8, on average
+# $K_r / M = 2$ per node, so a node is judged by the best 2 experts the token could send there. (The 2 is written as a
+# constant in DeepSeek's code and in transformers, and in ours.) DeepSeek-V2's device-limited routing instead ranked
+# the devices by the single highest affinity among their experts. Lesson 8 measures the traffic.
+
+# %%
+m_nodes = v3.topk_group
+print(f"K_r / M = {v3.num_experts_per_tok} / {m_nodes} = {v3.num_experts_per_tok // m_nodes} experts per node")
+print(f"NVLink / IB = {NVLINK_GBPS:.0f} / {IB_GBPS:.0f} GB/s = {NVLINK_GBPS / IB_GBPS:.1f}: "
+      f"{experts_for_cost_of_nodes(m_nodes):.1f} experts for the IB cost of {m_nodes} nodes")
+
+# %% [markdown]
 # A `Router` of V3's routing shape (256 experts, 8 groups of 32, keep 4, top-8; only the hidden size is small):
 
 # %%
@@ -276,7 +292,7 @@ r8 = router8(u8)
 per_group = wide.n_routed_experts // wide.n_group
 t = 0
 choice = (r8.scores[t] + router8.bias).view(wide.n_group, per_group)  # s + b, one row per group
-group_score = choice.topk(2, dim=-1).values.sum(-1)
+group_score = choice.topk(wide.num_experts_per_tok // wide.topk_group, dim=-1).values.sum(-1)  # top K_r/M = 2
 kept = set(group_score.topk(wide.topk_group).indices.tolist())
 picked = sorted(r8.indices[t].tolist())
 print(f"token {t}: group  experts      score (top-2 sum)  kept   chosen experts")

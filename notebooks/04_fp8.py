@@ -30,8 +30,11 @@
 #
 # DeepSeek-V3 runs the big matrix multiplications of its training (attention projections, dense FFNs, experts) in
 # FP8: one byte per number instead of BF16's two, and faster tensor-core math. Section 3.3 of the
-# [report](https://arxiv.org/abs/2412.19437) explains what it takes to keep such a coarse format accurate. Every
-# quantisation below is a real cast to torch's `float8` dtypes, done by `dsv3_mini.fp8`.
+# [report](https://arxiv.org/abs/2412.19437) explains what it takes to keep such a coarse format accurate: §3.3.1 the
+# mixed-precision framework (which operations run in FP8, which stay in BF16 or FP32), §3.3.2 the quantisation and
+# the accumulation (formats, fine-grained scales, promotion to FP32), §3.3.3 what is stored and communicated in low
+# precision; §3.5.2 and Appendix B.2 add the hardware details and an ablation. Every quantisation below is a real cast
+# to torch's `float8` dtypes, done by `dsv3_mini.fp8`.
 
 # %%
 import time
@@ -307,6 +310,16 @@ for block in ("tensor", "tile"):
           f"all but the outlier {relative_error(xo[others], x_hat[others]):.2e} "
           f"({snr_db(xo[others], x_hat[others]):.1f} dB)")
 
+# %% [markdown]
+# Two more choices of the report about these scales. **Online quantisation** (§3.3.2): V3 takes the amax of each
+# 1×128 tile and 128×128 block from the tensor being quantised, at the moment it is used; per-tensor recipes often
+# use *delayed* quantisation, which guesses the current amax from a history of earlier steps and clips when the
+# guess is too small. `quantize` above is online too: it reads the amax of the tensor it is given. And **why tiles
+# of 1×128 for activations** but blocks for weights: in Appendix B.2 the report quantised the activation gradients
+# block-wise (128×128) and a MoE model of about 16B parameters diverged; it attributes this to outliers that belong
+# to single tokens, which a block shares with 127 other tokens. V3 therefore scales activations per token (1×128
+# tiles in the forward pass, 128×1 for the backward) and only the weights per 128×128 block.
+
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Accumulating in limited precision
 #
@@ -317,14 +330,20 @@ for block in ("tensor", "tile"):
 # y_{mn} = \sum_{c} s^{a}_{m,c}\, s^{w}_{n,c} \sum_{k \in c} q^{a}_{mk}\, q^{w}_{nk} .
 # $$
 #
-# The inner sums run on the tensor cores. On the H800, the report found that an FP8 GEMM keeps only about **14
-# bits** in its accumulator: as the running sum grows, each new product loses more of its low bits. V3 therefore
-# **promotes**: every $N_C = 128$ elements, the partial sum is copied to an FP32 register on the CUDA cores,
-# multiplied by the two scales and added there, and the tensor-core accumulator starts again from zero. The tile
-# width 128 and $N_C = 128$ are the same number on purpose.
+# The inner sums run on the tensor cores. On the H800, the report found (§3.3.2, with the hardware details in
+# §3.5.2) that an FP8 GEMM keeps only about **14 bits** in its accumulator: the tensor cores add in fixed point,
+# aligning the mantissa products to the largest exponent among them (32 products in the report's example) by shifting
+# right, and keep only the highest ~14 bits, truncating the rest. As the running sum grows, each new product loses
+# more of its low bits. V3 therefore **promotes**: every $N_C = 128$ elements, the partial sum is copied to an FP32
+# register on the CUDA cores, multiplied by the two scales and added there, and the tensor-core accumulator starts
+# again from zero. The report's reason for 128: it is 4 WGMMAs (Hopper's warpgroup matrix-multiply instructions),
+# the minimal interval that improves precision significantly without introducing substantial overhead. The tile width
+# 128 and $N_C = 128$ are the same number on purpose: one scale per tile and block along each 128-chunk of $K$.
 #
-# `limited_accumulate_matmul` simulates such an accumulator (14 mantissa bits, truncating the bits it shifts out,
-# one rounding per 4 elements). The simplest dot product shows the effect: add 0.1 to itself $K$ times.
+# `limited_accumulate_matmul` simulates such an accumulator, more simply than the hardware: a float register with 14
+# mantissa bits that truncates the running sum once per 4 elements (each group of 4 products is summed in
+# FP32), not a fixed-point sum aligned to the largest of 32 products. It is a model of the behaviour the report
+# describes, not a measurement of an H800. The simplest dot product shows the effect: add 0.1 to itself $K$ times.
 
 # %%
 for k in (512, 4096):
@@ -371,11 +390,13 @@ for i, k in enumerate(Ks):
 
 # %% [markdown]
 # Without promotion the accumulation error grows about linearly with $K$ (truncation always rounds towards zero, so
-# the errors add up instead of cancelling) and passes 1% at $K = 4096$ (the report quotes a worst case of nearly 2%
-# at that size). With promotion it stays flat near 0.04%, because the limited accumulator never holds more than 128
-# products; the FP32 additions on top are practically exact. The FP8 rounding of the inputs (~3–4%, the grey line)
-# is larger still, but it is unbiased noise that does not depend on $K$; the truncating accumulator's error is
-# systematic and grows with every product it adds.
+# the errors add up instead of cancelling) and passes 1% at $K = 4096$. The report's "nearly 2%" at that size (two
+# random matrices, its preliminary test) is a *maximum* relative error; ours is norm-based,
+# $\lVert y - y_{\mathrm{FP32}} \rVert / \lVert y_{\mathrm{FP32}} \rVert$ over all outputs, so the two numbers
+# measure different things and only the trend compares. With promotion it stays flat near 0.04%, because the
+# limited accumulator never holds more than 128 products; the FP32 additions on top are practically exact. The FP8
+# rounding of the inputs (~3–4%, the grey line) is larger still, but it is unbiased noise that does not depend on
+# $K$; the truncating accumulator's error is systematic and grows with every product it adds.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## The FP8 widget
@@ -422,11 +443,13 @@ print("GEMM accumulation error at K = 4096:",
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Where V3 keeps higher precision
 #
-# FP8 is for the large GEMMs. The report keeps in BF16 or FP32 whatever is small in cost but sensitive: the
-# **embedding**, the **output head**, the **MoE gates**, the **normalisation layers** and the **attention
-# operators** (scores and softmax). Master weights and weight gradients are FP32, AdamW's moments BF16.
-# `apply_fp8` makes the same split in our model: it swaps the linear layers of attention, FFNs, experts and the MTP
-# projection for FP8 ones, in place, and returns their names.
+# FP8 is for the large GEMMs. The report's mixed-precision framework (§3.3.1) keeps in BF16 or FP32 whatever is
+# small in cost but sensitive: the **embedding**, the **output head**, the **MoE gates**, the **normalisation
+# layers** and the **attention operators** (scores and softmax). Master weights and weight gradients are FP32;
+# AdamW's first and second moments are BF16 (§3.3.3). `apply_fp8` makes the same split in our model: it swaps the
+# linear layers of attention, FFNs and experts for FP8 ones, in place, and returns their names. It also converts the
+# MTP module's $2d \to d$ projection (`mtp.0.proj` below), which §3.3.1 names neither among the FP8 GEMMs nor among
+# the exceptions: running it in FP8 is our choice, not the report's statement.
 
 # %%
 model = DeepSeekV3(preset("tiny"))
@@ -529,12 +552,17 @@ print(f"the seed-to-seed difference is {abs(seed_gap) / abs(fp8_gap):.0f}× the 
 # > **How our mini model differs from the real one.** This is a simulation: `quantize` really rounds to torch's
 # > `float8` dtypes, but the products then run in FP32 on the CPU ("fake quantisation"), so nothing gets faster or
 # > smaller. The backward pass is straight-through: gradients flow as if the rounding were the identity, and the
-# > backward GEMMs are not quantised (V3 also runs them in FP8 with the same tiles, and caches activations in FP8).
-# > Our training accumulates in FP32, in effect perfect promotion; the 14-bit truncating accumulator exists only in
-# > `fp8_matmul`, a model of the H800's behaviour, not a measurement of it. The tiny model's hidden size is 64, so a
-# > "1×128 tile" is a whole token (per-row scaling) and every weight matrix fits in one 128×128 block (per-tensor
-# > scaling); fine-grained scaling only starts to differ at V3's widths. `wkv_b` stays in full precision because our
-# > attention absorbs it. Master weights and AdamW's moments are FP32 here (V3: moments in BF16).
+# > backward GEMMs are not quantised (V3 also runs them in FP8 with the same tiles). Nor do we follow §3.3.3's
+# > storage and communication rules: V3 caches the activations of its linear layers in FP8 for the backward pass,
+# > the input of the linear layer after attention in a custom E5M6 format with power-of-2 scales, and of the MoE's
+# > SwiGLU only the input, recomputing its output in the backward; it dispatches tokens to experts in FP8 and combines
+# > their outputs in BF16. Our autograd keeps FP32 activations, recomputes nothing and communicates nothing (lesson 8
+# > counts the FP8 dispatch and BF16 combine bytes). Our training accumulates in FP32, in effect perfect promotion;
+# > the 14-bit truncating accumulator exists only in `fp8_matmul`, a model of the H800's behaviour, not a measurement
+# > of it. The tiny model's hidden size is 64, so a "1×128 tile" is a whole token (per-row scaling) and every weight
+# > matrix fits in one 128×128 block (per-tensor scaling); fine-grained scaling only starts to differ at V3's widths.
+# > `wkv_b` stays in full precision because our attention absorbs it. Master weights and AdamW's moments are FP32
+# > here (V3: moments in BF16).
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises

@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown] slideshow={"slide_type": "slide"}
-# # The machine room, part 1 · Pipeline parallelism and DualPipe, run for real
+# # 7 · The machine room, part 1: pipeline parallelism and DualPipe, run for real
 #
 # **Learning goals.** After this lesson you can
 #

@@ -42,7 +42,14 @@ from course.paths import SHIPPED_RUN
 from dsv3_mini import count_params, preset, seed_everything
 from dsv3_mini.checkpoint import load_model
 from dsv3_mini.data import builtin_dataset
-from dsv3_mini.deployment import COST_CAVEAT, DEPLOYMENTS, plan, training_bill, weight_bytes
+from dsv3_mini.deployment import (
+    COST_CAVEAT,
+    DEPLOYMENTS,
+    REPORTED_PRETRAINING_HOURS,
+    plan,
+    training_bill,
+    weight_bytes,
+)
 from dsv3_mini.expert_parallel import compare_with_single_process, experts_per_rank
 from dsv3_mini.placement import balanced, contiguous, expert_loads
 from dsv3_mini.traffic import (
@@ -306,8 +313,10 @@ widget.static_figure().show()
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## The training bill
 #
-# Training costs about 6 FLOPs per active parameter per token (2 forward, 4 backward). With `count_params`'s 36.6B
-# active parameters (the embedding is a lookup) and 14.8T tokens:
+# The report's bill (§1, Table 1): 2.664M H800 GPU hours of pre-training, 119K of context extension and 5K of
+# post-training, 2.788M in all, or \$5.576M at \$2 per GPU hour. Can we redo it? Training costs about 6 FLOPs per
+# active parameter per token (2 forward, 4 backward). With `count_params`'s 36.6B active parameters (the embedding is
+# a lookup) and 14.8T tokens:
 
 # %%
 for util in (0.3, 0.4):
@@ -319,6 +328,8 @@ print(f"the report's 2.788M hours imply {bill.implied_utilisation:.1%} of the BF
       f"(pre-training alone, 2.664M hours: {bill.implied_utilisation_pretraining:.1%})")
 fp8 = training_bill(v3, precision="fp8")
 print(f"or {fp8.implied_utilisation:.1%} of the FP8 peak; reported cost ${bill.reported_cost_usd / 1e6:.3f}M")
+print(f"pre-training hours per trillion tokens: {REPORTED_PRETRAINING_HOURS / (bill.tokens / 1e12):,.0f}"
+      " (the report: 180K GPU hours per trillion tokens, on 2,048 H800s)")
 print(f"total parameters for scale: {count_params(v3).total:,}")
 
 # %% [markdown]

@@ -14,23 +14,28 @@
 # ---
 
 # %% [markdown] slideshow={"slide_type": "slide"}
-# # 7 · What the report claims vs what we measured
+# # 9 · What the report claims vs what we measured
 #
 # **Learning goals.** After this lesson you can
 #
 # 1. sort a paper's claims into three kinds: consequences of the configuration (parameter counts, cache bytes),
 #    properties of an algorithm (exact speculative decoding, absorbed attention), and results of training at scale
 #    (acceptance rates, FP8 loss error, load balance);
-# 2. recompute DeepSeek-V3's 671B / 37B parameters and its 70,272-byte KV cache per token, and say what the
+# 2. recompute DeepSeek-V3's 671B / 36.6B parameters and its 70,272-byte KV cache per token, and say what the
 #    often-quoted "93.3% smaller KV cache" actually compares;
-# 3. measure MTP acceptance, FP8 loss error and MaxVio on the course's trained mini model, and explain where and why
-#    the mini scale disagrees with the report;
-# 4. check that our model computes what Hugging Face transformers' `DeepseekV3ForCausalLM` computes.
+# 3. check a claim about training with a measurement of the same kind — trained models, several seeds — and explain
+#    where and why the mini scale disagrees with the report;
+# 4. tell a check of the report from a check of our own code (format bounds, our simulator, parity with Hugging Face
+#    transformers' `DeepseekV3ForCausalLM`).
 #
-# The lesson builds one table, row by row. Each row holds a claim as the course's fact sheet (`FACTS.md`) states it,
-# with its source; the value that the code in this notebook computes or measures (nothing on our side is typed
-# in); a tolerance, stated in the row; and a mark computed from it: ✅ within the tolerance, ⚠️ outside it. The
-# report is [arXiv 2412.19437](https://arxiv.org/abs/2412.19437).
+# The lesson builds **two tables**, row by row. *Report claims* hold a claim as the report (or the course's fact sheet,
+# `FACTS.md`) states it, with its source, and a measurement of the same kind: a count from the released
+# configuration, an algorithm run, or a trained model. *Self-consistency checks* test our own code: format bounds,
+# our router simulation, parity with transformers — useful, but they cannot confirm a claim about training. Every
+# value on our side is computed or measured, never typed in; each row states its tolerance, and its mark is computed
+# from it: ✅ within the tolerance, ⚠️ outside it. The trained-model rows quote the committed `make bench` run
+# (`benchmarks/results/bench.json`: 3 seeds each, same initial weights and batches across variants), read here and
+# not re-run. The report is [arXiv 2412.19437](https://arxiv.org/abs/2412.19437).
 
 # %%
 import copy
@@ -44,6 +49,7 @@ import torch
 from IPython.display import Markdown, display
 
 from course import check_claims
+from course.bench_results import bench_data, bench_row, run_date
 from dsv3_mini import DeepSeekV3, ModelConfig, count_params, preset, seed_everything
 from dsv3_mini.balancing import max_violation, simulate_balancing
 from dsv3_mini.checkpoint import load_model
@@ -53,7 +59,7 @@ from dsv3_mini.fp8_gemm import fp8_matmul
 from dsv3_mini.generate import generate, speculative_generate
 from dsv3_mini.interop import to_transformers
 from dsv3_mini.kv_cache import bytes_per_token, elements_per_token_per_layer, naive_mla_bytes_per_token
-from dsv3_mini.train import TrainConfig, evaluate, train
+from dsv3_mini.train import evaluate
 from widgets.palette import OKABE_ITO
 
 # one torch thread: the matrices here are small, and extra threads only add overhead on a shared CPU
@@ -62,16 +68,22 @@ _ = seed_everything(0, threads=1)  # the same numbers on every run
 CHECKPOINT = Path("../checkpoints/mini")  # the shipped mini run (lesson 6; `make train` remakes it)
 N_PROMPTS = 8  # validation prompts for speculative decoding; raise for a steadier acceptance rate
 PROMPT_LEN, N_NEW = 48, 32  # bytes of each prompt, tokens generated after it
-FP8_STEPS = 50  # steps of each short tiny training run in the FP8 section; raise for a longer run
 
-ROWS = []  # one dict per claim; the table at the end is built from them
+ROWS = {"report": [], "self": []}  # one dict per claim, per table; the tables at the end are built from them
 
 
-def record(claim, source, report, ours, ok, tolerance, why):
-    """Add one row to the table; ``ok`` is the tolerance test, computed where the row is made."""
-    ROWS.append(dict(claim=claim, source=source, report=report, ours=ours, ok=bool(ok),
-                     tolerance=tolerance, why=why))
-    print(f"{'✅' if ok else '⚠️'}  {claim}: report {report} | ours {ours}")
+def record(claim, source, report, ours, ok, tolerance, why, table="report"):
+    """Add one row to a table ("report" claims or "self"-consistency checks); ``ok`` is computed where it is made."""
+    ROWS[table].append(dict(claim=claim, source=source, report=report, ours=ours, ok=bool(ok),
+                            tolerance=tolerance, why=why))
+    print(f"{'✅' if ok else '⚠️'}  {claim}: {'report' if table == 'report' else 'expected'} {report} | ours {ours}")
+
+
+def record_bench(claim, why):
+    """A report-claims row whose measurement is the committed `make bench` run (check_claims.BENCH_CLAIMS)."""
+    _, source, report, item, prefix = next(c for c in check_claims.BENCH_CLAIMS if c[0] == claim)
+    r = bench_row(item, prefix)
+    record(claim, source, report, ours=r["ours"], ok=r["met"], tolerance=r["goal"], why=why)
 
 
 # %% slideshow={"slide_type": "skip"} tags=["remove-cell"]
@@ -91,11 +103,15 @@ _ = setup_plotly()  # plotly in JupyterLab, plain HTML in the book
 #   equals naive MLA": true for any size of model, so the mini model checks them as well as the real one would.
 # * **Results of training at scale.** "85–90% of MTP drafts are accepted", "FP8 changes the loss by less than
 #   0.25%", "MaxVio 0.04": measurements of particular trained models. We can run the same *measurement* on our
-#   model, but it has a few million parameters and was trained on bytes for minutes. Agreement is evidence that the
-#   mechanism works as described; disagreement is often the scale, and we say which.
+#   models, but they have a few million parameters and were trained on bytes for minutes. Agreement is evidence that
+#   the mechanism works as described; disagreement is often the scale, and we say which, with a measurement.
+#
+# A simulation is none of these: lesson 3's router-only balancing simulation shows how the bias rule moves, but a
+# claim about what balancing does to a *trained language model* needs trained language models. Such checks go to the
+# second table.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
-# ## Parameters: 671B total, 37B activated
+# ## Parameters: 671B total, 36.6B activated
 #
 # `count_params` counts every weight matrix from the configuration. A token skips the routed experts it is not
 # sent to, so the activated count is the total minus, in each of the $L_\text{MoE} = 58$ MoE layers, the
@@ -112,36 +128,42 @@ moe_layers = v3.num_hidden_layers - v3.first_k_dense_replace
 expert = 3 * v3.hidden_size * v3.moe_intermediate_size
 skipped = moe_layers * (v3.n_routed_experts - v3.num_experts_per_tok) * expert
 assert c.total - c.active == skipped, "the equation above and count_params must agree"
-print(f"total {c.total:,}  activated {c.active:,}  (no embedding {c.active_non_embedding:,})")
+print(f"total {c.total:,}  activated {c.active_non_embedding:,}  (with the embedding table {c.active:,})")
 
 record(claim="total parameters", source="V3 report, abstract", report="671B",
        ours=f"{c.total / 1e9:.2f}B",
        ok=round(c.total / 1e9) == 671, tolerance="rounds to 671B",
        why=f"Counted from the released configuration: embedding, {v3.num_hidden_layers} blocks, "
            "norms, router biases, head.")
-record(claim="activated per token", source="V3 report, abstract", report="37B",
-       ours=f"{c.active / 1e9:.2f}B ({c.active_non_embedding / 1e9:.2f}B w/o embedding)",
-       ok=abs(c.active / 1e9 - 37) < 1 and abs(c.active_non_embedding / 1e9 - 37) < 1,
-       tolerance="within 1B of 37B",
-       why="With or without the embedding table (a lookup, not a matmul): both within 1B of 37B.")
+record(claim="activated per token", source="V3 abstract (37B); release README (36.6B)", report="36.6B",
+       ours=f"{c.active_non_embedding / 1e9:.2f}B",
+       ok=round(c.active_non_embedding / 1e9, 1) == 36.6, tolerance="rounds to 36.6B",
+       why="DeepSeek's own accounting: no embedding table (a lookup, not a matmul), the 0.9B output head "
+           f"included. Counting the embedding too gives {c.active / 1e9:.1f}B; the abstract rounds to 37B.")
 
 # %% [markdown]
-# The MTP module (one more MoE block and a $2d \to d$ projection $M_1$) is counted apart. Hugging Face lists the
-# released checkpoint at 685B because it also stores MTP's own copies of the embedding and the output head.
+# The MTP module (one more MoE block and a $2d \to d$ projection $M_1$) is counted apart. DeepSeek states 11.5B
+# unique parameters for it; we count a little more because we include its projection and its norms. The 685B is not
+# the report's figure but the release README's: the released checkpoint also stores MTP's own copies of the
+# embedding and the output head.
 
 # %%
 embed_and_head = c.breakdown["embedding"] + c.breakdown["head"]
 released = c.total + c.mtp + embed_and_head
-print(f"MTP module {c.mtp:,}  + its embedding and head {embed_and_head:,}")
-print(f"main model + MTP + copies = {released:,}")
-record(claim="MTP module, own weights", source="FACTS (parameter count)", report="~11.6B",
-       ours=f"{c.mtp / 1e9:.2f}B", ok=round(c.mtp / 1e9, 1) == 11.6, tolerance="rounds to 11.6B",
-       why="One more MoE block, two norms and the 2d → d projection; embedding and head are shared.")
-record(claim="released checkpoint incl. MTP", source="FACTS (Hugging Face listing)", report="685B",
+projection = 2 * v3.hidden_size * v3.hidden_size  # M_1: 2d -> d
+print(f"MTP module {c.mtp:,} (of which the 2d → d projection {projection:,}); "
+      f"+ its embedding and head {embed_and_head:,}")
+print(f"MTP's share of the release: {(c.mtp + embed_and_head) / 1e9:.1f}B;  main model + MTP + copies = {released:,}")
+record(claim="MTP module, unique weights", source="release README", report="11.5B",
+       ours=f"{c.mtp / 1e9:.2f}B ({(c.mtp - projection) / 1e9:.2f}B without M_1)",
+       ok=abs(c.mtp / 1e9 - 11.5) < 0.15, tolerance="within 0.15B of 11.5B",
+       why="One more MoE block, two norms and the 2d → d projection; embedding and head are shared. "
+           "Which small parts DeepSeek leaves out of its 11.5B is not stated.")
+record(claim="released checkpoint incl. MTP", source="release README (not the report)", report="685B",
        ours=f"{released / 1e9:.2f}B (MTP {c.mtp / 1e9:.2f}B + {embed_and_head / 1e9:.2f}B copies)",
        ok=abs(released / 1e9 - 685) < 1, tolerance="within 1B of 685B",
-       why=f"{685 - released / 1e9:.2f}B ({1 - released / 685e9:.2%}) below the listing; "
-           "we count from the configuration alone.")
+       why=f"671B + {(c.mtp + embed_and_head) / 1e9:.1f}B (the README says 14B); {685 - released / 1e9:.2f}B "
+           "below the listing, counted from the configuration alone.")
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## KV cache: 70,272 bytes per token, 98.6%, and the famous 93.3%
@@ -258,11 +280,15 @@ record(claim="MTP 2nd-token acceptance", source="V3 report (FACTS: MTP)", report
        ok=0.85 <= acceptance <= 0.90, tolerance="inside 85–90%",
        why="Our byte-level corpus is templated and predictable, so the draft is right more often "
            "than on real text with a 129K-token vocabulary.")
-record(claim="speed-up from MTP drafts", source="V3 report (FACTS: MTP)", report="~1.8× TPS",
-       ours=f"{tpf:.2f} tokens per forward",
-       ok=abs(tpf - 1.8) <= 0.15, tolerance="within 0.15 of 1.8",
-       why="Tokens per forward is the ceiling of the speed-up; the wall-clock speed-up on our CPU "
-           "is lower (measured below).")
+spec = bench_row("speculative", "MTP speculative decoding: wall-clock")
+spec_data = bench_data("speculative")
+print(f"{run_date()}: wall clock {spec['ours']}")
+record(claim="speed-up from MTP drafts", source="V3 §5.4.3 (FACTS: MTP)", report="≈ 1.8× TPS",
+       ours=f"{spec_data['speedup']:.2f}× wall clock (ceiling: {tpf:.2f} tokens per forward)",
+       ok=abs(spec_data["speedup"] - 1.8) <= 0.15, tolerance="wall clock within 0.15 of 1.8×",
+       why="The claim is tokens per second, so the row is wall clock (make bench, 128-token "
+           "continuations); tokens per forward is only its ceiling. On our CPU a 2-token verify costs "
+           "more than a 1-token forward and the draft is not free, unlike a GPU serving a big model.")
 record(claim="greedy speculative decoding is exact", source="FACTS (MTP)", report="identical tokens",
        ours=f"{identical} of {N_PROMPTS} prompts identical",
        ok=identical == N_PROMPTS, tolerance="all prompts",
@@ -271,8 +297,9 @@ record(claim="greedy speculative decoding is exact", source="FACTS (MTP)", repor
 # %% [markdown]
 # Tokens per forward is not time. On a GPU serving a large model, a forward pass over two positions costs about as
 # much as over one, so fewer forwards means faster. On our CPU with a tiny model, every forward is cheap and the
-# drafting MTP block costs about as much as a main-model layer, so the wall-clock gain is smaller and varies from run
-# to run (the timing below is not part of the table).
+# drafting MTP block costs about as much as a main-model layer, so the wall-clock gain is smaller. The table's row
+# quotes `make bench`, which times longer continuations on an idle machine; the quick timing below, of this
+# notebook's short prompts, varies from run to run and is not part of the table.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -298,7 +325,7 @@ tile_err = relative_error(x, fake_quantize(x, "tile"))
 print(f"E4M3: {e4m3.mantissa_bits} mantissa bits, max {e4m3.max:g}, unit roundoff u = {u:.4f}")
 print(f"round trip with 1×128 tiles: relative error {tile_err:.4f}")
 record(claim="E4M3 1×128 tile round trip", source="FACTS (FP8)", report=f"≤ u = {u:.2%}",
-       ours=f"{tile_err:.2%}", ok=tile_err <= u, tolerance="at most u",
+       ours=f"{tile_err:.2%}", ok=tile_err <= u, tolerance="at most u", table="self",
        why="Norm of the error over norm of the data, Gaussian activations: each tile's scale puts "
            "nearly all its values in E4M3's normal range, where none moves by more than half a step.")
 
@@ -311,73 +338,89 @@ print(f"14-bit accumulator over K = {a.shape[1]}: error {no_promo:.4%} without p
       f"{promo:.4%} promoting every 128")
 record(claim="promotion to FP32 every 128", source="FACTS (FP8)", report="fixes ~14-bit accumulation",
        ours=f"K={a.shape[1]}: {no_promo:.2%} → {promo:.3%}",
-       ok=no_promo >= 10 * promo, tolerance="error ÷ 10 or more",
+       ok=no_promo >= 10 * promo, tolerance="error ÷ 10 or more", table="self",
        why="Our accumulator drops low bits (truncates) like the tensor core; short sums never let "
            "the error build up.")
 
 # %% [markdown]
-# The report's headline FP8 number compares training runs: the loss with FP8 differs from the BF16 baseline by less
-# than 0.25% (relative). We measure it two ways.
+# Both rows above test our own FP8 code against the format's bounds, so they go to the self-consistency table. The
+# report's headline FP8 number is a claim about *training*:
+# a model trained with FP8 GEMMs has a training loss within 0.25% (relative) of the same model trained in **BF16**,
+# for models of 16B and 230B parameters over about a trillion tokens. Two measurements:
 #
-# 1. **The same trained weights, computed in FP8.** `apply_fp8` switches the shipped mini model's linear layers to
-#    simulated FP8 (E4M3, 1×128 activation tiles, 128×128 weight blocks; embedding, head, gates and norms stay in full
-#    precision, as in V3). We compare the validation loss $L$ of the two, on the first two validation batches:
-#    $\;|L_\text{FP8} - L_\text{FP32}| \,/\, L_\text{FP32}$.
-# 2. **Two short training runs** of the `tiny` preset, identical except for `fp8=True`, plus a third in FP32 with
-#    another seed to show how far two runs drift apart for reasons that have nothing to do with precision.
+# 1. **Trained models** (the report's kind, from `make bench`): the `mini` model trained 3 times with simulated FP8
+#    (`fp8=True`: real E4M3 rounding of every big linear layer's inputs and weights, 1×128 / 128×128 scales) and 3
+#    times with BF16 autocast (`precision="bf16"`), same seeds, initial weights and batches; the relative error of
+#    the two smoothed training-loss curves, averaged over the run.
+# 2. **The same weights, computed three ways** (a self-check of our FP8 path): the shipped model's validation loss in
+#    FP32, in BF16 autocast and with `apply_fp8`, on the first two validation batches:
+#    $\;|L_\text{FP8} - L_\text{BF16}| \,/\, L_\text{BF16}$.
+
+# %%
+fp8_data = bench_data("repro_fp8")
+print(f"{run_date()}:")
+print(f"  FP8 vs BF16, smoothed training loss: {100 * fp8_data['relative_error']['mean']:.2f}% "
+      f"± {100 * fp8_data['relative_error']['std']:.2f}% (3 seeds)")
+print(f"  BF16 vs FP32, no FP8 at all:         {100 * fp8_data['bf16_vs_fp32']['mean']:.2f}% "
+      f"± {100 * fp8_data['bf16_vs_fp32']['std']:.2f}%")
+print(f"  BF16 runs of different seeds:        {100 * fp8_data['bf16_seed_to_seed']['mean']:.2f}%")
+record_bench("FP8 training within 0.25% of BF16",
+             why=f"A short run at a high learning rate amplifies any change of rounding: BF16 vs FP32, with no "
+                 f"FP8 at all, moves the curve {100 * fp8_data['bf16_vs_fp32']['mean']:.2f}% too. The report's "
+                 "runs are 10⁴× longer and bigger, with more averaging per step.")
 
 # %%
 ev = summary["eval"]
 ref32 = evaluate(model, data, ev["batch_size"], ev["seq_len"], max_batches=2)
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    ref16 = evaluate(model, data, ev["batch_size"], ev["seq_len"], max_batches=2)
 model_fp8 = copy.deepcopy(model)
 converted = apply_fp8(model_fp8)
 ref8 = evaluate(model_fp8, data, ev["batch_size"], ev["seq_len"], max_batches=2)
-fp8_gap = abs(ref8["loss"] - ref32["loss"]) / ref32["loss"]
-print(f"{len(converted)} modules in FP8; validation loss FP32 {ref32['loss']:.4f}, "
-      f"FP8 {ref8['loss']:.4f}: relative error {fp8_gap:.3%}")
-record(claim="FP8 loss error, same weights", source="V3 report (FACTS: FP8)", report="< 0.25% vs BF16",
-       ours=f"{fp8_gap:.3%} (mini)", ok=fp8_gap < 0.0025, tolerance="below 0.25%",
-       why="Forward only, FP32 reference (not BF16); the trained mini model, 2 validation batches.")
-
-# %%
-runs = {}
-for name, fp8, seed in (("FP32", False, 0), ("FP8", True, 0), ("FP32, seed 1", False, 1)):
-    tc = TrainConfig(preset="tiny", steps=FP8_STEPS, batch_size=8, seq_len=32, warmup_steps=10,
-                     seed=seed, eval_every=FP8_STEPS, eval_batches=4, log_every=5, fp8=fp8, threads=1)
-    runs[name] = train(tc, progress=False, dataset=data).history
-final = {name: [r["loss"] for r in h if r["split"] == "val"][-1] for name, h in runs.items()}
-pair_gap = abs(final["FP8"] - final["FP32"]) / final["FP32"]
-seed_gap = abs(final["FP32, seed 1"] - final["FP32"]) / final["FP32"]
-curves = {name: [(r["step"], r["loss"]) for r in h if r["split"] == "train"]
-          for name, h in runs.items()}
-gaps = [abs(b - a) / a for (_, a), (_, b) in zip(curves["FP32"], curves["FP8"], strict=True)]
-for name, loss in final.items():
-    print(f"tiny, {FP8_STEPS} steps, {name:<13} validation loss {loss:.4f}")
-print(f"FP8 vs FP32 (same seed): {pair_gap:.3%};  FP32 seed 1 vs seed 0: {seed_gap:.3%}")
-print(f"training-loss gap along the run: up to {max(gaps):.3%}")
-record(claim="FP8 loss error, training pair", source="V3 report (FACTS: FP8)", report="< 0.25% vs BF16",
-       ours=f"{pair_gap:.3%} (tiny, {FP8_STEPS} steps)", ok=pair_gap < 0.0025, tolerance="below 0.25%",
-       why=f"Noisy: along the run the gap reaches {max(gaps):.2%}; another seed moves the loss "
-           f"{seed_gap:.1%}. Tiny's width {preset('tiny').hidden_size} is below one 128-wide tile, "
-           "so its blocks are coarser than V3's.")
+fp8_gap = abs(ref8["loss"] - ref16["loss"]) / ref16["loss"]
+print(f"{len(converted)} modules in FP8; validation loss FP32 {ref32['loss']:.4f}, BF16 {ref16['loss']:.4f}, "
+      f"FP8 {ref8['loss']:.4f}: FP8 vs BF16 {fp8_gap:.3%}")
+record(claim="FP8 forward, same weights", source="our FP8 simulation", report="< 0.25% vs BF16",
+       ours=f"{fp8_gap:.3%} (mini)", ok=fp8_gap < 0.0025, tolerance="below 0.25%", table="self",
+       why="Forward only, fixed trained weights, 2 validation batches: the rounding itself is small; "
+           "what moves a training run is its trajectory.")
 
 # %% slideshow={"slide_type": "slide"}
-fig = go.Figure()
-steps = [s for s, _ in curves["FP32"]]
-fig.add_trace(go.Scatter(x=steps, y=[100 * gp for gp in gaps], mode="lines+markers",
-                         name="|FP8 − FP32| / FP32", line=dict(color=OKABE_ITO[0], width=3)))
-fig.add_hline(y=25 / 100, line=dict(color=OKABE_ITO[5], dash="dash"),
-              annotation_text="report: < 0.25% (full scale, vs BF16)",
+runs_by = {}
+for r in fp8_data["runs"]:
+    runs_by.setdefault(r["variant"], []).append(r)  # one run per seed, in seed order
+
+
+def smoothed(run, window=fp8_data["window"]):
+    """The moving average bench used: the mean of the last `window` logged losses, per step."""
+    losses = [loss for _, loss in run["train_curve"]]
+    return [sum(losses[i + 1 - window:i + 1]) / window for i in range(window - 1, len(losses))]
+
+
+def mean_gap(variant, reference):
+    """Relative gap (%) of two variants' smoothed curves at each step, averaged over the seeds."""
+    gaps = [[100 * abs(a - b) / b for a, b in zip(smoothed(x), smoothed(y), strict=True)]
+            for x, y in zip(runs_by[variant], runs_by[reference], strict=True)]
+    return [sum(g) / len(g) for g in zip(*gaps, strict=True)]
+
+
+steps = [s for s, _ in runs_by["fp8"][0]["train_curve"]][fp8_data["window"] - 1:]
+fig = go.Figure([go.Scatter(x=steps, y=mean_gap("fp8", "bf16"), name="FP8 vs BF16",
+                            line=dict(color=OKABE_ITO[0], width=3)),
+                 go.Scatter(x=steps, y=mean_gap("bf16", "base"), name="BF16 vs FP32 (no FP8)",
+                            line=dict(color=OKABE_ITO[1], width=3, dash="dot"))])
+fig.add_hline(y=0.25, line=dict(color=OKABE_ITO[5], dash="dash"), annotation_text="report: < 0.25%",
               annotation_position="top left")
-fig.update_layout(title="Tiny model: relative training-loss gap between an FP8 and an FP32 run",
-                  xaxis_title="training step", yaxis_title="relative loss gap (%)",
-                  template="course", font_size=14, height=380)
+fig.update_layout(title="Trained mini models: gap of smoothed training losses (mean of 3 seeds)",
+                  xaxis_title="training step", yaxis_title="relative gap (%)", template="course",
+                  font_size=14, height=420)
 fig.show()
 
 # %% [markdown]
 # Early in training the loss falls fast, and a run that is a step "ahead" differs by more than FP8 ever changes a
-# loss; the report's 0.25% holds over long, slowly moving runs. That is why the first measurement (same weights,
-# trained model) is the cleaner check at our scale.
+# loss. The dotted lines are the point: two precisions with no FP8 at all drift apart as far. At our scale the
+# claim's measurement cannot separate FP8's error from the chaos of a short, steep run, while the same-weights check
+# shows the rounding itself is far below 0.25%; the report's 0.25% holds over long, slowly moving runs.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Load balance: MaxVio with and without an auxiliary loss
@@ -390,10 +433,15 @@ fig.show()
 # $$
 #
 # "global" when the loads are counted over the whole validation set. The balancing paper (arXiv 2408.15664) reports,
-# for a 1B model, MaxVio_global 0.72 with an auxiliary loss and 0.04 with the loss-free bias rule. We have two
-# measurements: the shipped mini run (loss-free balancing), whose trainer computed MaxVio_global on the
-# validation set when it exported the weights (`summary.json`), recomputed here on the first two validation batches;
-# and lesson 3's simulation, a skewed `mini` router balanced by each policy for a few hundred steps.
+# for a 1B model, MaxVio_global 0.72 with a sequence-wise auxiliary loss and 0.04 with the loss-free bias rule, and a
+# lower perplexity (9.50 vs 9.56); V3 §4.5.3 adds that a *batch-wise* auxiliary loss matches loss-free (validation
+# loss 2.253 vs 2.253, sequence-wise 2.258): what matters is the scope of the balance. Three measurements:
+#
+# 1. the shipped mini run (loss-free), whose trainer computed MaxVio_global on the validation set when it exported
+#    the weights (`summary.json`), recomputed here on the first two validation batches;
+# 2. the report's experiment at mini scale (`make bench`, lesson 3): the `mini` model trained with each policy,
+#    3 seeds, same initial weights and batches;
+# 3. lesson 3's router-only simulation — a self-check of our bias rule, not evidence about trained models.
 
 # %%
 shipped_vio = summary["max_vio_global"]
@@ -401,40 +449,88 @@ print("shipped run, MaxVio_global per MoE layer (trainer, 8 validation batches):
       ", ".join(f"{v:.3f}" for v in shipped_vio))
 print("recomputed here on the first 2 validation batches:            ",
       ", ".join(f"{v:.3f}" for v in ref32["max_vio_global"]))
-
-sim = {policy: simulate_balancing(preset("mini"), policy, steps=300, tokens=512, skew=2.0)
-       for policy in ("loss-free", "aux-loss", "none")}
-# MaxVio_global of the last 100 steps: the loads added up over them
-sim_vio = {policy: max_violation(h.load[-100:].sum(0)) for policy, h in sim.items()}
-print("simulation, MaxVio_global over the last 100 steps:",
-      ", ".join(f"{p} {v:.3f}" for p, v in sim_vio.items()))
-
 record(claim="loss-free MaxVio_global", source="2408.15664, 1B (FACTS)", report="0.04",
        ours=f"{max(shipped_vio):.3f} (worst of {len(shipped_vio)} layers)",
        ok=max(shipped_vio) <= 0.1, tolerance="≤ 0.1 in every layer",
-       why="Computed by the trainer on validation at export (summary.json); recomputed here on the "
-           f"first 2 batches: worst layer {max(ref32['max_vio_global']):.3f}.")
-record(claim="loss-free beats an aux loss", source="2408.15664, 1B (FACTS)", report="0.04 vs 0.72",
-       ours=f"{sim_vio['loss-free']:.3f} vs {sim_vio['aux-loss']:.3f} (simulation)",
-       ok=sim_vio["loss-free"] < sim_vio["aux-loss"], tolerance="loss-free lower",
-       why="Direction only: the simulated aux loss has no language-model loss to fight, so it "
-           "balances well too. The report's real point, the quality an aux loss costs (ppl 9.56 vs "
-           "9.50), needs two 1B runs.")
+       why="The shipped run, computed by the trainer on validation at export (summary.json); recomputed "
+           f"here on the first 2 batches: worst layer {max(ref32['max_vio_global']):.3f}.")
+
+bal = bench_data("repro_balance")
+names = {"loss_free": f"loss-free (γ = {bal['gamma']:.4f})", "loss_free_v3_gamma": "loss-free, V3's γ = 0.001",
+         "seq_aux": "sequence-wise aux loss", "batch_aux": "batch-wise aux loss", "none": "no balancing"}
+print(f"\n{run_date()}, {bal['steps']} steps, 3 seeds (mean ± std):")
+print(f"{'policy':<28}{'MaxVio_global':>16}{'validation loss':>20}{'MI(domain; expert)':>21}")
+for key, name in names.items():
+    v, lo, mi = bal["max_vio_global"][key], bal["val_loss"][key], bal["domain_expert_mi"][key]
+    print(f"{name:<28}{v['mean']:>9.2f} ± {v['std']:.2f}{lo['mean']:>12.4f} ± {lo['std']:.4f}"
+          f"{mi['mean']:>13.3f} ± {mi['std']:.3f}")
+d_seq, d_batch = bal["val_loss_difference"]["seq_aux"], bal["val_loss_difference"]["batch_aux"]
+record_bench("loss-free balances better than a sequence-wise aux loss",
+             why="Trained mini models, validation set, the paper's definition; γ scaled to the run length "
+                 "(lesson 3 explains the rule).")
+record_bench("loss-free balancing costs no quality",
+             why=f"Paired by seed: loss-free − seq-wise = {d_seq['mean']:+.4f} ± {d_seq['std']:.4f} nats/byte.")
+vio_batch, vio_lf = bal["max_vio_global"]["batch_aux"]["mean"], bal["max_vio_global"]["loss_free"]["mean"]
+record_bench("batch-wise aux loss ≈ loss-free: the scope matters",
+             why=f"The report compares at a similar batch-wise balance; ours is not similar (MaxVio_global "
+                 f"{vio_batch:.2f} vs {vio_lf:.2f}) with α = 0.01 in {bal['steps']} steps, so the premise fails. "
+                 f"Paired loss-free − batch-wise: {d_batch['mean']:+.4f} ± {d_batch['std']:.4f}.")
+mi_lf, mi_seq = bal["domain_expert_mi"]["loss_free"], bal["domain_expert_mi"]["seq_aux"]
+record_bench("loss-free experts specialise more by domain",
+             why="Mutual information between a token's domain and its expert, Figure 9's picture as a number: "
+                 f"{mi_lf['mean']:.3f} ± {mi_lf['std']:.3f} vs {mi_seq['mean']:.3f} ± {mi_seq['std']:.3f}, "
+                 "the report's direction but the seeds overlap.")
+
+sim = {policy: simulate_balancing(preset("mini"), policy, steps=300, tokens=512, skew=2.0)
+       for policy in ("loss-free", "aux-loss", "none")}
+# the simulated loads added up over the last 100 steps (MaxVio over those steps, not over a validation set)
+sim_vio = {policy: max_violation(h.load[-100:].sum(0)) for policy, h in sim.items()}
+print("\nsimulation, MaxVio of the loads summed over the last 100 steps:",
+      ", ".join(f"{p} {v:.3f}" for p, v in sim_vio.items()))
+record(claim="bias rule balances a skewed router", source="our simulation (lesson 3)",
+       report="loss-free below aux loss", ours=f"{sim_vio['loss-free']:.3f} vs {sim_vio['aux-loss']:.3f}",
+       ok=sim_vio["loss-free"] < sim_vio["aux-loss"], tolerance="loss-free lower", table="self",
+       why="Direction only, router alone: the simulated aux loss has no language-model loss to fight. "
+           "Evidence that our rule works, not for the report's claim.")
 
 # %% slideshow={"slide_type": "slide"}
-groups = ["report<br>(1B)", "our<br>simulation", "shipped<br>run"]
-aux_bars = [0.72, sim_vio["aux-loss"]]  # the report's value, then ours
-free_bars = [0.04, sim_vio["loss-free"], max(shipped_vio)]
-fig = go.Figure([
-    go.Bar(name="auxiliary loss", x=groups[:2], y=aux_bars, marker_color=OKABE_ITO[5],
-           text=[f"{v:.2f}" for v in aux_bars], textposition="outside"),
-    go.Bar(name="loss-free (bias rule)", x=groups, y=free_bars, marker_color=OKABE_ITO[0],
-           text=[f"{v:.2f}" for v in free_bars], textposition="outside"),
-])
-fig.update_layout(barmode="group", title="MaxVio_global, lower is better (shipped run: worst layer)",
-                  yaxis=dict(title="MaxVio_global", range=[0, 0.85]), template="course",
-                  font_size=14, height=400, legend_title_text="balancing", xaxis_tickfont_size=12)
+order = ["seq_aux", "batch_aux", "loss_free", "loss_free_v3_gamma", "none"]
+fig = go.Figure([go.Bar(x=[0.72, 0.04], y=["paper (1B): seq-wise aux loss", "paper (1B): loss-free"],
+                        orientation="h", marker_color=OKABE_ITO[7], name="the paper",
+                        text=["0.72", "0.04"], textposition="outside"),
+                 go.Bar(x=[bal["max_vio_global"][k]["mean"] for k in order], y=[names[k] for k in order],
+                        error_x=dict(array=[bal["max_vio_global"][k]["std"] for k in order]),
+                        orientation="h", marker_color=OKABE_ITO[0], name="ours (mini, 3 seeds)",
+                        text=[f"{bal['max_vio_global'][k]['mean']:.2f}" for k in order], textposition="outside")])
+fig.update_layout(title="MaxVio_global on validation, trained models (lower is better)",
+                  xaxis_title="MaxVio_global", template="course", font_size=14, height=440,
+                  yaxis=dict(autorange="reversed"), legend=dict(orientation="h", y=-0.2))
 fig.show()
+
+# %% [markdown] slideshow={"slide_type": "slide"}
+# ## Does MTP train a better model?
+#
+# The report's ablation (§4.5.1, Table 4) trains a small MoE (15.7B total parameters, 1.33T tokens) and a large one
+# (228.7B, 540B tokens) with and without one MTP module, discards the module at inference, and finds the main model
+# better on most benchmarks at equal training tokens. `make bench` runs the same comparison on `mini` (main model's
+# next-token validation loss, 3 seeds) at two budgets, and once at equal wall clock, since an MTP step costs more
+# (that last row is ours: the report makes no wall-clock claim, so it is printed but not in the table).
+
+# %%
+mtp = bench_data("repro_mtp")
+for key, what in (("equal_steps", "120 steps each"), ("equal_steps_long", "900 steps each"),
+                  ("equal_time", f"equal wall clock ({mtp['equal_time_steps']} steps without MTP)")):
+    d = mtp[key]
+    print(f"{what:<42} on {d['mtp']['mean']:.4f} ± {d['mtp']['std']:.4f}   off {d['no_mtp']['mean']:.4f} "
+          f"± {d['no_mtp']['std']:.4f}   Δ {d['difference']['mean']:+.4f} ± {d['difference']['std']:.4f}")
+for claim, key in (("MTP improves the main model, short run", "equal_steps"),
+                   ("MTP improves the main model, longer run", "equal_steps_long")):
+    d = mtp[key]["difference"]
+    record_bench(claim, why=f"Paired by seed, on − off = {d['mean']:+.4f} ± {d['std']:.4f} nats/byte: "
+                            f"{'inside' if abs(d['mean']) < d['std'] else 'outside'} the seed-to-seed spread; "
+                            "lesson 5 reads the trend.")
+record_bench("MoE beats dense at equal active parameters",
+             why="DeepSeekMoE's premise, checked with trained mini models (same steps and batches).")
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Is it really DeepSeek-V3? Parity with transformers, and absorbed = naive MLA
@@ -470,10 +566,10 @@ print(f"tiny preset, {tokens.shape[0]} × {tokens.shape[1]} tokens, fp32: max |�
       f"vs transformers {below(hf_diff)}, absorbed vs naive {below(naive_diff)}")
 record(claim="same logits as transformers' DeepseekV3", source="FACTS (the peer we test against)",
        report="identical model", ours=f"max abs Δ {below(hf_diff)}",
-       ok=hf_diff <= 1e-4, tolerance="≤ 1e-4 (fp32)",
+       ok=hf_diff <= 1e-4, tolerance="≤ 1e-4 (fp32)", table="self",
        why="Weights copied one to one (fused experts, RoPE layout); the rest is float rounding.")
 record(claim="absorbed MLA = naive MLA", source="FACTS (MLA)", report="same attention",
-       ours=f"max abs Δ {below(naive_diff)}", ok=naive_diff <= 1e-4, tolerance="≤ 1e-4 (fp32)",
+       ours=f"max abs Δ {below(naive_diff)}", ok=naive_diff <= 1e-4, tolerance="≤ 1e-4 (fp32)", table="self",
        why="The same product of matrices, bracketed differently; only rounding differs.")
 
 # %%
@@ -481,39 +577,61 @@ record(claim="absorbed MLA = naive MLA", source="FACTS (MLA)", report="same atte
 print(f"to_transformers, importing transformers included: {hf_seconds:.1f} s")
 
 # %% [markdown] slideshow={"slide_type": "slide"}
-# ## The table
+# ## The two tables
 #
-# Every "ours" entry below was computed in this notebook; the mark comes from the tolerance in the same row.
+# Every "ours" entry below was computed in this notebook or read from the committed `make bench` run; the mark comes
+# from the tolerance in the same row.
 
 # %%
-print(f"{'claim':<40}{'report':<27}{'ours':<38}mark")
-for r in ROWS:
-    print(f"{r['claim']:<40}{r['report']:<27}{r['ours']:<38}{'✅' if r['ok'] else '⚠️'}")
-agree = sum(row["ok"] for row in ROWS)
-print(f"\n{agree} of {len(ROWS)} claims within tolerance; {len(ROWS) - agree} outside")
+for table, title in (("report", "Report claims"), ("self", "Self-consistency checks")):
+    rows = ROWS[table]
+    agree = sum(r["ok"] for r in rows)
+    print(f"{title}: {agree} of {len(rows)} within tolerance; {len(rows) - agree} outside")
+    for r in rows:
+        print(f"  {'✅' if r['ok'] else '⚠️'} {r['claim']}")
+
+# %% [markdown]
+# **Report claims** — the report's statements, each checked by a measurement of the same kind:
 
 # %%
 columns = ["claim", "source", "report", "ours", "tolerance", "why"]
-lines = ["| | claim | source | report | ours (computed here) | tolerance | why |",
-         "|---|" + "---|" * len(columns)]
-lines += ["| " + " | ".join(["✅" if r["ok"] else "⚠️"] + [r[k] for k in columns]) + " |" for r in ROWS]
-display(Markdown("\n".join(lines)))
+
+
+def table_markdown(rows, header):
+    lines = ["| | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(["✅" if r["ok"] else "⚠️"] + [r[k].replace("|", "\\|") for k in columns]) + " |"
+              for r in rows]
+    return Markdown("\n".join(lines))
+
+
+display(table_markdown(ROWS["report"], ["claim", "source", "report", "ours", "tolerance", "why"]))
 
 # %% [markdown]
-# Reading the marks: every claim that follows from the configuration or from an algorithm agrees, at full scale or
-# exactly. Of the measured claims, the ones that disagree are those where our data and scale are far from V3's, and
-# the row says how.
+# **Self-consistency checks** — our own code against bounds, formulas and an independent implementation:
+
+# %%
+display(table_markdown(ROWS["self"], ["check", "of", "expected", "ours", "tolerance", "why"]))
+
+# %% [markdown]
+# Reading the marks. Every claim that follows from the configuration or from an algorithm agrees, at full scale or
+# exactly. The claims about training split three ways. Some hold at mini scale too, measured the report's way (the
+# shipped run's balance, loss-free against the sequence-wise loss, MoE against dense). Some point the report's way
+# but inside our seed-to-seed noise (MTP at 900 steps, specialisation). And some do not reproduce, each with its
+# measured reason in the row: the draft acceptance (a templated byte corpus is easier to guess), the wall-clock
+# speed-up (a CPU pays for the second position and the draft), FP8's 0.25% (a short steep run moves as much under
+# BF16 vs FP32, with no FP8 at all), the batch-wise scope (our batch-wise loss never reaches the balance the report
+# compares at) and MTP in a 120-step run (too early to tell). A ⚠️ here is a finding about scale, not a defect found
+# in the report.
 #
 # > **How our mini model differs from the real one.** The counts (parameters, cache bytes) are computed for the real
-# > 671B configuration, so they need no caveat. Everything *measured* comes from models of a few million parameters:
-# > the shipped `mini` run (printed above), trained for minutes on a generated, templated byte corpus (vocabulary
-# > 256) on a CPU, and the `tiny` preset for the FP8 training runs. FP8 is simulated (real E4M3 rounding, FP32
-# > matmuls after it; gradients are not quantised), the reference precision is FP32 rather than BF16, and the
-# > acceptance rate is measured on a handful of short prompts. The report's numbers come from a 671B model (or 1B for
-# > MaxVio) trained on trillions of tokens of real text with a 129K-token vocabulary.
-#
-# Speed is a separate question from correctness: `make bench` times decoding, the MoE dispatch and a training step on
-# your machine (see `benchmarks/`; results in `benchmarks/results/bench.json`).
+# > 671B configuration, so they need no caveat. Everything *measured* comes from models of a few million parameters
+# > trained for minutes on a generated, templated byte corpus (vocabulary 256) on a CPU: the shipped `mini` run
+# > (printed above) and `make bench`'s 120- and 900-step runs of the same architecture (3 seeds each). FP8 is
+# > simulated (real E4M3 rounding, FP32 matmuls after it; gradients are not quantised) and the BF16 baseline is CPU
+# > autocast of the forward pass; the acceptance rate is measured on a handful of short prompts. The report's numbers
+# > come from a 671B model (1B–228.7B for its ablations) trained on up to trillions of tokens of real text with a
+# > 129K-token vocabulary. `benchmarks/README.md` lists every hyper-parameter of the benchmark runs that differs from
+# > V3's, with the reason.
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Exercises

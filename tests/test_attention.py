@@ -140,3 +140,54 @@ def test_rotary_tables_for_a_model_rotate_the_right_width(attention):
     width = cfg.qk_rope_head_dim if attention == "mla" else cfg.std_head_dim
     assert rope.cos.shape == (cfg.max_position_embeddings, width // 2)
     assert torch.equal(rope.cos, DeepSeekV3(cfg).rope.cos)
+
+
+@pytest.mark.parametrize("new", [1, 3])
+def test_latent_attention_equals_attention_on_the_concatenated_key(new):
+    """Two matmuls over the cached c_KV and k_R give the scores of one MQA key [c_KV; k_R], for 1 and 3 new queries
+    after a cached prefix (the causal rule: query i sees the prefix and new positions up to i)."""
+    from dsv3_mini.attention import _attend, attend_latent
+
+    g = torch.Generator().manual_seed(0)
+    b, h, t, d_c, d_r = 2, 4, 10, 32, 8
+    q_latent, q_rope = torch.randn(b, h, new, d_c, generator=g), torch.randn(b, h, new, d_r, generator=g)
+    c_kv, k_rope = torch.randn(b, t, d_c, generator=g), torch.randn(b, t, d_r, generator=g)
+    key = torch.cat([c_kv, k_rope], dim=-1)[:, None].expand(b, h, t, d_c + d_r)
+    reference = _attend(torch.cat([q_latent, q_rope], dim=-1), key, c_kv[:, None].expand(b, h, t, d_c), 0.3)
+    torch.testing.assert_close(attend_latent(q_latent, q_rope, c_kv, k_rope, 0.3), reference, atol=1e-6, rtol=1e-5)
+
+
+class _NewStorage(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the size of every tensor an operator writes into fresh memory (views of its inputs are skipped)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {a.untyped_storage().data_ptr() for a in torch.utils._pytree.tree_leaves((args, kwargs))
+                  if isinstance(a, torch.Tensor)}
+        for o in torch.utils._pytree.tree_leaves(out):
+            if isinstance(o, torch.Tensor) and o.untyped_storage().data_ptr() not in inputs:
+                self.sizes.append((o.numel(), str(func)))
+        return out
+
+
+@pytest.mark.parametrize("changes", [{"mla_impl": "absorbed"}, {"attention": "mha"}])
+def test_a_decoding_step_allocates_nothing_the_size_of_the_cache(changes):
+    """One new token writes one position into the preallocated cache and reads the rest in place: no operator makes
+    a copy of a layer's cache (what torch.cat on every step, or a concatenated [c_KV; k_R] key, would do)."""
+    from dsv3_mini.kv_cache import elements_per_token_per_layer
+
+    cfg = preset("tiny").replace(**changes)
+    model = DeepSeekV3(cfg).eval()
+    t = 200
+    cache = model.new_cache(capacity=t + 1)
+    with torch.no_grad():
+        model(torch.randint(0, cfg.vocab_size, (1, t)), cache=cache)
+        with _NewStorage() as mode:
+            model(torch.tensor([[7]]), cache=cache, logits_to_keep=1)
+    layer_cache = t * elements_per_token_per_layer(cfg) // 2  # half of one layer's cache: c_KV alone, or K alone
+    biggest = max(mode.sizes)
+    assert biggest[0] < layer_cache, biggest

@@ -11,6 +11,7 @@ from dsv3_mini.balancing import (
     sequence_balance_loss,
     sign_update,
     simulate_balancing,
+    simulate_policies,
     skewed_router,
 )
 
@@ -104,7 +105,7 @@ def test_eval_mode_does_not_count_towards_the_update():
     assert all(m.step_counts.sum() == 0 for m in model.moe_layers())
 
 
-@pytest.mark.parametrize("policy", ["aux-loss", "none"])
+@pytest.mark.parametrize("policy", ["aux-loss", "seq-aux-loss", "none"])
 def test_other_policies_never_move_the_bias(policy):
     model = DeepSeekV3(preset("tiny").replace(balance=policy)).train()
     model(torch.randint(0, 256, (2, 8)))
@@ -122,8 +123,23 @@ def test_policies_add_their_loss():
     assert out.balance_loss.item() == pytest.approx(0.5 * 3, rel=0.5)  # ≈ α per layer near balance, 3 MoE layers
 
 
+def test_sequence_wise_aux_loss_is_the_sequence_loss_with_the_aux_weight():
+    """"seq-aux-loss": V3's sequence-wise formula per sequence, weighted by the auxiliary loss's α, in every layer;
+    it differs from the batch-wise "aux-loss" on the same routing (the scope is the difference)."""
+    torch.manual_seed(0)
+    model = DeepSeekV3(preset("tiny").replace(balance="seq-aux-loss", aux_loss_alpha=0.5)).train()
+    tokens = torch.randint(0, 256, (3, 16))
+    out = model(tokens, targets=tokens.roll(-1, 1))
+    routings = [m.last_routing for m in model.moe_layers()]
+    per_sequence = sum(sequence_balance_loss(r.scores.view(*r.tokens_shape, -1), r.indices.view(*r.tokens_shape, -1),
+                                             0.5) for r in routings)
+    batch_wise = sum(aux_loss(r.scores, r.indices, 0.5) for r in routings)
+    assert torch.allclose(out.balance_loss, per_sequence)
+    assert not torch.allclose(out.balance_loss, batch_wise)
+
+
 def test_bad_policy_is_a_clear_error():
-    with pytest.raises(ValueError, match="balance='aux' is not one of 'loss-free', 'aux-loss', 'none'"):
+    with pytest.raises(ValueError, match="balance='aux' is not one of 'loss-free', 'aux-loss', 'seq-aux-loss', 'none'"):
         preset("tiny").replace(balance="aux")
     with pytest.raises(ValueError, match="policy='fast'"):
         simulate_balancing(ROUTER, "fast")
@@ -167,3 +183,59 @@ def test_router_gradients_without_a_balance_term_are_zero():
     tokens = torch.randint(0, 256, (2, 17))
     g_lm, g_bal, value = router_gradients(model, tokens[:, :-1], tokens[:, 1:])
     assert value is None and torch.count_nonzero(g_bal) == 0 and g_lm.abs().sum() > 0
+
+
+def _step_by_step(cfg, policy, steps, tokens, skew, speed, alpha, update, seed, lr=10.0):
+    """``simulate_balancing`` as first written: one ``Router.select`` (or ``Router.forward``) per step."""
+    router, x0 = skewed_router(cfg, tokens, skew, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    xs = torch.randn(steps, tokens, cfg.hidden_size, generator=g) + x0.mean(0)
+    rule = sign_update if update == "sign" else proportional_update
+    with torch.no_grad():
+        frozen = router.affinities(xs)
+    loads, biases, vios = [], [], []
+    for step in range(steps):
+        biases.append(router.bias.clone())
+        routing = router(xs[step]) if policy == "aux-loss" else router.select(frozen[step])
+        loads.append(routing.counts.float())
+        vios.append(max_violation(routing.counts))
+        if policy == "loss-free":
+            router.bias.copy_(rule(router.bias, routing.counts, speed))
+        elif policy == "aux-loss":
+            router.zero_grad()
+            aux_loss(routing.scores, routing.indices, alpha).backward()
+            with torch.no_grad():
+                router.weight -= lr * router.weight.grad
+    return torch.stack(loads), torch.stack(biases), torch.tensor(vios)
+
+
+@pytest.mark.parametrize("update", ["sign", "proportional"])
+@pytest.mark.parametrize("policy", ["loss-free", "aux-loss", "none"])
+@pytest.mark.parametrize(("groups", "skew"), [(4, 2.0), (1, 2.0), (4, 40.0), (1, 40.0)])
+def test_batched_simulation_is_bitwise_the_step_by_step_loop(policy, update, groups, skew):
+    """The simulation routes with comparisons instead of ``torch.topk`` and batches the policies; it must return the
+    very numbers of the plain loop. At skew 40 the sigmoid saturates to exactly 1.0, so many tokens tie across the
+    top-k boundary: there ``Router.select``'s own topk must decide, as in the loop."""
+    cfg = ROUTER.replace(n_group=groups, topk_group=min(2, groups))
+    kw = {"steps": 15, "tokens": 64, "skew": skew, "speed": 5e-3, "alpha": 0.1, "update": update, "seed": 3}
+    history = simulate_balancing(cfg, policy, **kw)
+    load, bias, vio = _step_by_step(cfg, policy, **kw)
+    for got, want in ((history.load, load), (history.bias, bias), (history.max_vio, vio)):
+        assert got.dtype == want.dtype and torch.equal(got, want)
+    if skew == 40.0:  # the tie path really ran: the 2nd and 3rd highest affinities of some first-step tokens are equal
+        router, x0 = skewed_router(cfg, kw["tokens"], skew, seed=3)
+        top3 = router.affinities(x0).topk(3).values
+        assert (top3[:, 1] == top3[:, 2]).any()
+
+
+def test_policies_simulated_together_equal_each_alone():
+    kw = {"steps": 20, "tokens": 48, "skew": 1.5, "speed": 3e-3, "alpha": 0.05, "seed": 1}
+    alone = {p: simulate_balancing(ROUTER, p, **kw) for p in ("loss-free", "aux-loss", "none")}
+    for policies in [("loss-free", "aux-loss", "none"), ("none", "aux-loss"), ("loss-free",)]:
+        together = simulate_policies(ROUTER, policies, **kw)
+        assert tuple(together) == policies
+        for p in policies:
+            for field in ("load", "bias", "max_vio"):
+                assert torch.equal(getattr(together[p], field), getattr(alone[p], field)), (policies, p, field)
+    with pytest.raises(ValueError, match="policies=.*'fast'"):
+        simulate_policies(ROUTER, ("loss-free", "fast"))

@@ -112,3 +112,14 @@ def test_readme_flop_numbers_are_the_library_s():
         assert f"{n:,}" in text, (what, n)
     assert f"{step.total / 1e9:.1f} GFLOP, {step.per_token / 1e6:.1f} MFLOP per token" in text
     assert f"({no_mtp.per_token / 1e6:.1f} without MTP)" in text
+
+
+def test_generate_benchmarks_check_their_tokens(tmp_path):
+    """The transformers comparison decodes the same greedy tokens from the same weights, and the batched sampler's
+    greedy rows equal batch-1 decoding (quick mode: tiny random models; no timing is asserted)."""
+    proc = run_all("--quick", "--only", "hf_generate,batch_sampling", "--out", str(tmp_path), timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    bench = json.loads((tmp_path / "bench.json").read_text())["benchmarks"]
+    assert bench["hf_generate"]["data"]["identical_tokens"] is True
+    sampling = bench["batch_sampling"]["data"]
+    assert sampling["greedy_rows_equal_batch_1"] == sampling["greedy_rows_checked"] > 0

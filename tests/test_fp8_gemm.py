@@ -1,6 +1,5 @@
 """Tests for dsv3_mini.fp8_gemm: limited-precision accumulation, FP32 promotion and the simulated FP8 GEMM."""
 
-import time
 
 import pytest
 import torch
@@ -81,13 +80,6 @@ def test_error_without_promotion_grows_with_k():
         errors.append(relative_error(ref, fp8_matmul(a, w, accumulator="limited", promote_every=None)))
     assert errors[1] > 4 * errors[0]
     assert errors[1] > 5e-3  # the report's "nearly 2%" regime, not a rounding-noise effect
-
-
-def test_limited_fp8_matmul_is_fast_enough_for_a_widget():
-    a, w = torch.randn(256, 1024), torch.randn(256, 1024)
-    start = time.perf_counter()
-    fp8_matmul(a, w, accumulator="limited", promote_every=None)
-    assert time.perf_counter() - start < 2.0
 
 
 # --- the three errors of one FP8 GEMM -----------------------------------------------------------

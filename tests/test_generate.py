@@ -48,3 +48,37 @@ def test_out_of_vocabulary_tokens_are_rejected():
     model = DeepSeekV3(preset("tiny"))
     with pytest.raises(ValueError, match="token ids must lie in 0..255"):
         model(torch.tensor([[1, 256]]))
+
+
+def test_logits_to_keep_runs_the_head_on_the_last_positions_only(tiny_model):
+    tokens = torch.randint(0, 256, (2, 9))
+    with torch.no_grad():
+        full = tiny_model(tokens)
+        last = tiny_model(tokens, logits_to_keep=3)
+    assert last.logits.shape == (2, 3, 256) and last.hidden_states.shape == full.hidden_states.shape
+    torch.testing.assert_close(last.logits, full.logits[:, -3:])
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5])
+def test_logits_to_keep_must_be_a_count_and_cannot_skip_the_loss(tiny_model, bad):
+    tokens = torch.randint(0, 256, (1, 5))
+    with pytest.raises(ValueError, match="logits_to_keep"):
+        tiny_model(tokens, logits_to_keep=bad)
+    with pytest.raises(ValueError, match="logits_to_keep must be 0 when targets"):
+        tiny_model(tokens, targets=tokens, logits_to_keep=1)
+
+
+def test_a_batch_of_prompts_decodes_each_row_as_it_would_alone(tiny_model):
+    prompts = torch.randint(0, 256, (6, 5), generator=torch.Generator().manual_seed(3))
+    batch = generate(tiny_model, prompts, 10)
+    for row, prompt in zip(batch, prompts, strict=True):
+        assert torch.equal(row, generate(tiny_model, prompt, 10))
+
+
+def test_a_sampled_group_is_reproducible_and_its_rows_differ(tiny_model):
+    """GRPO's group: one prompt repeated, sampled at temperature 1 in one batch; a seed fixes all of it."""
+    group = torch.tensor([[5, 6, 7]]).repeat(8, 1)
+    a, b = (generate(tiny_model, group, 12, temperature=1.0, generator=torch.Generator().manual_seed(0))
+            for _ in range(2))
+    assert torch.equal(a, b)
+    assert len({tuple(r.tolist()) for r in a}) > 1

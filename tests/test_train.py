@@ -11,6 +11,7 @@ import torch
 
 from dsv3_mini import DeepSeekV3, preset, seed_everything
 from dsv3_mini.checkpoint import load_model, read_checkpoint
+from dsv3_mini.config import BALANCE_POLICIES
 from dsv3_mini.data import builtin_dataset
 from dsv3_mini.train import TrainConfig, evaluate, learning_rate, make_optimizer, train, train_step
 
@@ -113,7 +114,7 @@ def _cli(*args, **kw):
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--balance", "aux"], "--balance: invalid choice: 'aux' (choose from 'loss-free', 'aux-loss', 'none')"),
+    [(["--balance", "aux"], f"--balance: invalid choice: 'aux' (choose from {', '.join(map(repr, BALANCE_POLICIES))})"),
      (["--steps", "x"], "--steps: invalid int value: 'x'"),
      (["--mtp-depth", "-2"], "--mtp-depth -2 must be 0"),
      (["--data", "/no/such/file.txt"], "--data '/no/such/file.txt' is not a readable file"),

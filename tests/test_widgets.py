@@ -304,3 +304,30 @@ def test_static_twin_stacks_its_panels_for_the_books_column(cls):
             assert len(_TAG.sub("", line)) <= BOOK_TITLE_CHARS, line
         assert len(step.label) <= 8  # the slider's step labels share a phone's width
     assert fig.layout.width is None  # the width follows the page
+
+
+def test_balancing_every_new_value_is_simulated_for_the_policies_it_affects(monkeypatch):
+    """No lookup table: a new γ re-simulates loss-free, a new α aux-loss, a new skew all three; only a value seen
+    before comes from the cache. The curves are the step index's y values (x is plotly's default 0, 1, 2, ...)."""
+    import widgets.balancing as wb
+
+    calls = []
+    real = wb.simulate_policies
+    monkeypatch.setattr(wb, "simulate_policies", lambda cfg, policies, **kw: (calls.append(policies),
+                                                                              real(cfg, policies, **kw))[1])
+    w = BiasBalancingWidget()
+    w.steps.value = 30
+    calls.clear()
+    for name, value, policies in [("gamma", 2.1e-3, ("loss-free",)), ("alpha", 0.037, ("aux-loss",)),
+                                  ("skew", 1.35, ("loss-free", "aux-loss", "none"))]:
+        getattr(w, name).value = value
+        assert calls == [policies], name
+        calls.clear()
+    w.gamma.value = 1e-3  # not yet simulated at skew 1.35
+    assert calls == [("loss-free",)]
+    calls.clear()
+    w.gamma.value = 2.1e-3  # simulated with the skew change (same γ, α, skew, steps): from the cache
+    assert calls == []
+    e = w.cfg.n_routed_experts
+    assert all(len(ys(w.figure, i)) == 30 for i in range(2, 2 + e + 3))
+    assert np.asarray(w.figure.data[0].z).shape == (e, 30)

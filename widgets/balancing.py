@@ -6,11 +6,10 @@ from collections import OrderedDict
 from typing import Any
 
 import ipywidgets as ipw
-import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dsv3_mini.balancing import BalanceHistory, simulate_balancing
+from dsv3_mini.balancing import BalanceHistory, simulate_policies
 from dsv3_mini.config import ModelConfig, preset
 
 from ._common import PlotWidget, base_layout, book_layout, f32, slider_style
@@ -30,27 +29,26 @@ _CACHE: OrderedDict[tuple, BalanceHistory] = OrderedDict()
 _CACHE_SIZE = 64
 
 
-def _simulate(cfg: ModelConfig, policy: str, steps: int, tokens: int, skew: float, speed: float, alpha: float,
-              seed: int) -> BalanceHistory:
-    key = (repr(cfg.to_dict()), policy, steps, tokens, skew, speed, alpha, seed)
-    if key in _CACHE:
+def run_policies(cfg: ModelConfig, steps: int, tokens: int, skew: float, gamma: float, alpha: float,
+                 seed: int = 0) -> dict[str, BalanceHistory]:
+    """{policy: BalanceHistory} of the three policies, each run cached. A policy ignores the other policy's knob (γ
+    only matters for loss-free, α only for aux-loss), so its key drops it: moving γ reruns only "loss-free". The
+    policies a change does affect run together, in one ``simulate_policies`` pass over the steps."""
+    keys = {pol: (repr(cfg.to_dict()), pol, int(steps), int(tokens), float(skew),
+                  float(gamma) if pol == "loss-free" else None, float(alpha) if pol == "aux-loss" else None, seed)
+            for pol in POLICIES}
+    missing = tuple(pol for pol in POLICIES if keys[pol] not in _CACHE)
+    if missing:
+        runs = simulate_policies(cfg, missing, steps=int(steps), tokens=int(tokens), skew=float(skew),
+                                 speed=float(gamma), alpha=float(alpha), seed=seed)
+        for pol, hist in runs.items():
+            _CACHE[keys[pol]] = hist
+    for key in keys.values():
         _CACHE.move_to_end(key)
-        return _CACHE[key]
-    hist = simulate_balancing(cfg, policy=policy, steps=steps, tokens=tokens, skew=skew, speed=speed, alpha=alpha,
-                              seed=seed)
-    _CACHE[key] = hist
-    if len(_CACHE) > _CACHE_SIZE:
+    out = {pol: _CACHE[keys[pol]] for pol in POLICIES}
+    while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
-    return hist
-
-
-def run_policy(cfg: ModelConfig, policy: str, steps: int, tokens: int, skew: float, gamma: float, alpha: float,
-               seed: int = 0) -> BalanceHistory:
-    """``simulate_balancing`` for one policy, cached. A policy ignores the other policy's knob (γ only matters for
-    loss-free, α only for aux-loss), so the key drops it: moving γ reruns only "loss-free"."""
-    return _simulate(cfg, policy, int(steps), int(tokens), float(skew),
-                     float(gamma) if policy == "loss-free" else 1e-3,
-                     float(alpha) if policy == "aux-loss" else 1e-2, seed)
+    return out
 
 
 class BiasBalancingWidget(PlotWidget):
@@ -58,10 +56,13 @@ class BiasBalancingWidget(PlotWidget):
     ±γ towards the mean load, which evens out the load without a loss term; an auxiliary loss (weight α) gets
     there by changing the router weights instead, and "none" shows the imbalance left alone.
 
-    Runs ``dsv3_mini.balancing.simulate_balancing`` (one real router, ``tokens`` fresh skewed tokens per step,
-    default 100 steps). Differences from real training: only the router learns (the aux-loss policy takes SGD
-    steps with learning rate 0.1 on the aux loss alone), there is no language-model loss, so the quality cost of
-    a large α that motivated V3's design is not visible here; V3 runs γ = 0.001 for thousands of steps.
+    Runs ``dsv3_mini.balancing.simulate_policies`` (one real router, ``tokens`` fresh skewed tokens per step,
+    default 100 steps); every change of a control re-simulates the policies it affects. Differences from real
+    training: only the router learns (the aux-loss policy takes SGD steps with learning rate 10 on the aux loss
+    alone), there is no language-model loss, so the quality cost of a large α that motivated V3's design is not
+    visible here; V3 runs γ = 0.001 for thousands of steps. MaxVio here is MaxVio_batch, one value per simulated
+    step (that step's tokens), and the title averages it over the last 20% of the steps; MaxVio_global, the
+    paper's measurement over a validation set, needs a trained model (``benchmarks.repro_balance``).
     """
 
     static_label = "bias speed γ"
@@ -88,15 +89,14 @@ class BiasBalancingWidget(PlotWidget):
         """{"params": p, "loss-free" | "aux-loss" | "none": BalanceHistory}."""
         if not (p["gamma"] >= 0 and p["alpha"] >= 0):
             raise ValueError(f"gamma={p['gamma']} and alpha={p['alpha']} must be >= 0")
-        runs = {pol: run_policy(self.cfg, pol, p["steps"], self.tokens, p["skew"], p["gamma"], p["alpha"], self.seed)
-                for pol in POLICIES}
+        runs = run_policies(self.cfg, p["steps"], self.tokens, p["skew"], p["gamma"], p["alpha"], self.seed)
         return {"params": dict(p), **runs}
 
     def new_figure(self, stacked: bool = False) -> go.Figure:
         """Two heat maps of the load, the biases and MaxVio: a 2 × 2 grid live, one column in the book."""
         e = self.cfg.n_routed_experts
         titles = ("Load over time: loss-free (bias)", "Load over time: aux-loss",
-                  "Bias b per expert (loss-free; colour = group)", "MaxVio per step")
+                  "Bias b per expert (loss-free; colour = group)", "MaxVio_batch per step")
         if stacked:
             # the shared colour bar lies flat above the heat maps: at a phone's width there is no room beside them
             fig = stacked_subplots(titles, [200, 200, 240, 240], top_px=140, bottom_px=62 + 3 * 24)
@@ -138,22 +138,22 @@ class BiasBalancingWidget(PlotWidget):
         return fig
 
     def trace_updates(self, s: dict[str, Any]) -> list[dict[str, Any]]:
-        steps = np.arange(s["none"].load.shape[0])
+        # x (the step) and the heat maps' y (the expert) are plotly's default 0, 1, 2, ...: leaving them out halves
+        # the arrays that every redraw validates and sends
         out = []
         for pol in ("loss-free", "aux-loss"):
             load = s[pol].load
-            out.append({"z": f32((load / load.mean(dim=1, keepdim=True)).T), "x": steps,
-                        "y": np.arange(load.shape[1])})
+            out.append({"z": f32((load / load.mean(dim=1, keepdim=True)).T)})
         bias = s["loss-free"].bias
-        out += [{"x": steps, "y": f32(bias[:, i])} for i in range(bias.shape[1])]
-        out += [{"x": steps, "y": f32(s[pol].max_vio)} for pol in POLICIES]
+        out += [{"y": f32(bias[:, i])} for i in range(bias.shape[1])]
+        out += [{"y": f32(s[pol].max_vio)} for pol in POLICIES]
         return out
 
     def layout_updates(self, s: dict[str, Any]) -> dict[str, Any]:
         p = s["params"]
         tail = {pol: float(s[pol].max_vio[-max(1, len(s[pol].max_vio) // 5):].mean()) for pol in POLICIES}
         return {"title.text": (
-            f"MaxVio over the last 20% of steps: loss-free {tail['loss-free']:.2f} · aux-loss {tail['aux-loss']:.2f}"
+            f"Mean MaxVio_batch, last 20% of steps: loss-free {tail['loss-free']:.2f} · aux-loss {tail['aux-loss']:.2f}"
             f" · none {tail['none']:.2f}<br>" + subtitle(
                 f"{self.cfg.n_routed_experts} experts, top-{self.cfg.num_experts_per_tok}, {self.tokens} tokens/step"
                 f" · γ = {p['gamma']:.1e}, α = {p['alpha']:.1e}")

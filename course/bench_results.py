@@ -1,0 +1,59 @@
+"""The committed ``make bench`` run, read by the lessons that quote it (never re-run inside a lesson).
+
+``benchmarks/results/bench.json`` holds every row of BENCH.md (item, ours, baseline, goal, met?, notes) and the raw
+numbers behind them (per-seed runs, training curves). A lesson quotes a row with ``bench_row(item, prefix)`` and its
+raw data with ``bench_data(item)``, so the lesson, BENCH.md and the book say the same thing; ``tests/`` fail when a
+lesson's stored verdict disagrees with the committed file. ``DSV3_MINI_BENCH`` points elsewhere (e.g. a run of yours).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from .paths import BENCH_RESULTS
+
+
+@cache
+def load(path: Path = BENCH_RESULTS) -> dict[str, Any]:
+    """The whole bench.json of a full (not ``--quick``) run; a clear error when it is missing or a smoke run."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `make bench` in the repository (or set DSV3_MINI_BENCH)")
+    results = json.loads(path.read_text())
+    if results.get("quick"):
+        raise ValueError(f"{path} is a --quick smoke run; its numbers mean nothing. Run `make bench`.")
+    return results
+
+
+def bench_item(name: str, path: Path = BENCH_RESULTS) -> dict[str, Any]:
+    """One item of the run (e.g. "repro_balance"); an error naming the items when it is absent or did not finish."""
+    items = load(path)["benchmarks"]
+    if name not in items:
+        raise KeyError(f"bench item {name!r} is not in {path}; it has {', '.join(items)}")
+    if items[name]["status"] != "ok":
+        raise ValueError(f"bench item {name!r} did not finish ({items[name]['status']}): rerun "
+                         f"`make bench ARGS='--only {name}'`")
+    return items[name]
+
+
+def bench_row(name: str, prefix: str, path: Path = BENCH_RESULTS) -> dict[str, Any]:
+    """The row of item ``name`` whose title starts with ``prefix``: exactly one must match."""
+    rows = [r for r in bench_item(name, path)["rows"] if r["item"].startswith(prefix)]
+    if len(rows) != 1:
+        titles = "; ".join(r["item"] for r in bench_item(name, path)["rows"])
+        raise KeyError(f"{len(rows)} rows of {name!r} start with {prefix!r}; its rows: {titles}")
+    return rows[0]
+
+
+def bench_data(name: str, path: Path = BENCH_RESULTS) -> dict[str, Any]:
+    """The raw numbers of item ``name`` (what its rows were computed from)."""
+    return bench_item(name, path)["data"]
+
+
+def run_date(path: Path = BENCH_RESULTS) -> str:
+    """When the committed run was made, and on what: one line for a lesson to print under a quoted table."""
+    r = load(path)
+    m = r["machine"]
+    return f"make bench of {r['date'][:10]} ({m['cpu']}, {m['cores']} cores, torch {m['torch']})"
