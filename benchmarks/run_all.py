@@ -1,6 +1,6 @@
 """Run the dsv3-mini benchmarks and reproductions; write results/bench.json and results/BENCH.md (``make bench``).
 
-    .venv/bin/python -m benchmarks.run_all                      # everything (< 20 minutes on 2 cores)
+    .venv/bin/python -m benchmarks.run_all                      # everything (~35 minutes on 2 idle cores)
     .venv/bin/python -m benchmarks.run_all --quick              # a smoke run on tiny sizes (numbers mean nothing)
     .venv/bin/python -m benchmarks.run_all --only train_step,mfu
     .venv/bin/python -m benchmarks.run_all --list
@@ -81,7 +81,9 @@ def markdown(results: dict[str, Any]) -> str:
         f" torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}."
         + (f" Run in parts (`--only`); the items took {total / 60:.1f} min in all." if total and
            results.get("in_parts") else f" Total {total / 60:.1f} min." if total else "")
-        + (f" Other jobs used {100 * others:.0f}% of the CPU meanwhile." if others is not None else ""),
+        + (f" Other jobs used {100 * others:.0f}% of the CPU meanwhile" + (
+            " (during the last part; each item's date is in bench.json)." if results.get("in_parts") else ".")
+           if others is not None else ""),
         "Regenerate with `make bench` (`benchmarks/run_all.py`); methods and formulas in `benchmarks/README.md`,"
         " every raw number in `benchmarks/results/bench.json`.",
     ]

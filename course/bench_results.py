@@ -57,3 +57,22 @@ def run_date(path: Path = BENCH_RESULTS) -> str:
     r = load(path)
     m = r["machine"]
     return f"make bench of {r['date'][:10]} ({m['cpu']}, {m['cores']} cores, torch {m['torch']})"
+
+
+BALANCING_POLICIES = {"loss_free": "loss-free, γ scaled", "loss_free_v3_gamma": "loss-free, V3's γ = 0.001",
+                      "seq_aux": "sequence-wise aux loss", "batch_aux": "batch-wise aux loss", "none": "no balancing"}
+
+
+def balancing_table(path: Path = BENCH_RESULTS) -> str:
+    """The trained balancing comparison (item "repro_balance") as the lines lessons 3 and 9 print: one row per policy,
+    MaxVio_global on validation, validation loss and domain ↔ expert mutual information, mean ± std over seeds."""
+    bal = bench_data("repro_balance", path)
+    seeds = len(bal["val_loss"]["loss_free"]["values"])
+    lines = [f"{run_date(path)}; {bal['steps']} steps, {seeds} seeds, mean ± std",
+             f"{'policy':<27}{'MaxVio_global':>15}{'validation loss':>20}{'MI domain-expert':>19}"]
+    names = {**BALANCING_POLICIES, "loss_free": f"loss-free, γ = {bal['gamma']:.4f}"}
+    for key, name in names.items():
+        v, lo, mi = bal["max_vio_global"][key], bal["val_loss"][key], bal["domain_expert_mi"][key]
+        lines.append(f"{name:<27}{v['mean']:>8.2f} ± {v['std']:.2f}{lo['mean']:>12.4f} ± {lo['std']:.4f}"
+                     f"{mi['mean']:>11.3f} ± {mi['std']:.3f}")
+    return "\n".join(lines)

@@ -40,7 +40,7 @@ import plotly.graph_objects as go
 import torch
 
 from course import check_balancing
-from course.bench_results import bench_data, bench_row, run_date
+from course.bench_results import BALANCING_POLICIES, balancing_table, bench_data, bench_row
 from dsv3_mini import DeepSeekV3, preset, seed_everything
 from dsv3_mini.balancing import (
     apply_bias_update,
@@ -529,20 +529,14 @@ print(f"largest |bias| of the shipped run's routers (900 steps, γ = 0.001): {of
 print(f"a {steps}-step run: V3's γ travels at most {0.001 * steps:.2f}; γ = 4 × {offset:.3f} / {steps} = {gamma:.4f} "
       f"travels {gamma * steps:.2f}")
 
-names = {"loss_free": f"loss-free, γ = {gamma:.4f}", "loss_free_v3_gamma": "loss-free, V3's γ = 0.001",
-         "seq_aux": "sequence-wise aux loss", "batch_aux": "batch-wise aux loss", "none": "no balancing"}
-print(f"\n{run_date()}; {steps} steps of 8 × 128 bytes, 3 seeds, mean ± std")
-print(f"{'policy':<27}{'MaxVio_global':>15}{'validation loss':>20}{'MI domain-expert':>19}")
-for key, name in names.items():
-    v, lo, mi = bal["max_vio_global"][key], bal["val_loss"][key], bal["domain_expert_mi"][key]
-    print(f"{name:<27}{v['mean']:>8.2f} ± {v['std']:.2f}{lo['mean']:>12.4f} ± {lo['std']:.4f}"
-          f"{mi['mean']:>11.3f} ± {mi['std']:.3f}")
+print()
+print(balancing_table())
 
 # %% slideshow={"slide_type": "slide"}
 colors = {"loss_free": OKABE_ITO[0], "loss_free_v3_gamma": OKABE_ITO[2], "seq_aux": OKABE_ITO[5],
           "batch_aux": OKABE_ITO[1], "none": BLACK}
 fig = go.Figure()
-for key, name in names.items():
+for key, name in BALANCING_POLICIES.items():
     v, lo = bal["max_vio_global"][key], bal["val_loss"][key]
     fig.add_trace(go.Scatter(x=[v["mean"]], y=[lo["mean"]], mode="markers", name=name,
                              error_x=dict(array=[v["std"]]), error_y=dict(array=[lo["std"]]),
@@ -559,7 +553,7 @@ fig.show()
 for prefix in ("Balancing: MaxVio_global", "Balancing: validation loss", "Balancing scope",
                "Balancing: the bias speed", "Expert specialisation"):
     r = bench_row("repro_balance", prefix)
-    print(f"{'✅' if r['met'] else '⚠️'} {r['item']}\n     {r['ours']}  (goal: {r['goal']})")
+    print(f"{'✅' if r['met'] else '⚠️'} {r['item']}\n     {r['ours']}\n     goal: {r['goal']}")
 
 # %% [markdown]
 # Reading the table:
