@@ -45,6 +45,7 @@ from plotly.subplots import make_subplots
 from torch import nn
 
 from course import check_fp8
+from course.bench_results import bench_data, run_date
 from dsv3_mini import DeepSeekV3, preset, seed_everything
 from dsv3_mini.fp8 import (
     FORMATS,
@@ -548,6 +549,28 @@ print(f"the seed-to-seed difference is {abs(seed_gap) / abs(fp8_gap):.0f}× the 
 # FP8's cost. The runs are also very short: after `STEPS` steps the loss is still falling fast, and a small delay in
 # learning shows up as a gap. To say more, raise `STEPS` and repeat the pair for several seeds; the report's number
 # comes from long runs of models with billions of parameters.
+#
+# `make bench` does exactly that, against the report's own baseline, BF16 (`benchmarks/repro_fp8.py`): the `mini`
+# model trained with simulated FP8 and with BF16 autocast, 3 seeds, the same initial weights and batches per seed;
+# the relative gap of the two smoothed training-loss curves, averaged over the run, beside the same gap between
+# BF16 and FP32 (a change of precision with no FP8 in it):
+
+# %%
+fp8_bench = bench_data("repro_fp8")
+print(f"{run_date()}: mini, 120 steps, 3 seeds")
+for key, what in (("relative_error", "FP8 vs BF16 (the report's comparison)"),
+                  ("bf16_vs_fp32", "BF16 vs FP32 (no FP8 at all)")):
+    print(f"  {what:<40} {100 * fp8_bench[key]['mean']:.2f}% ± {100 * fp8_bench[key]['std']:.2f}%")
+print(f"  {'BF16 runs of different seeds':<40} {100 * fp8_bench['bf16_seed_to_seed']['mean']:.2f}%")
+fixed = fp8_bench["fixed_weights"]
+print(f"  {'same trained weights, FP8 vs BF16':<40} {100 * fixed['relative_error']:.3f}%")
+
+# %% [markdown]
+# The trained runs miss the report's 0.25% by several times, and the reason is measured in the same table: BF16
+# against FP32 moves the curve about as far, with no FP8 involved. In a short run at a high learning rate any change
+# of rounding sends the trajectory elsewhere, so the gap measures the run's sensitivity, not FP8's error; with the
+# weights held fixed, FP8 changes the loss by far less than 0.25%. The report's runs are far longer and its models
+# thousands of times larger, where the loss moves slowly enough for the bound to measure FP8's cost.
 #
 # > **How our mini model differs from the real one.** This is a simulation: `quantize` really rounds to torch's
 # > `float8` dtypes, but the products then run in FP32 on the CPU ("fake quantisation"), so nothing gets faster or

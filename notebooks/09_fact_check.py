@@ -369,7 +369,7 @@ print(f"  BF16 runs of different seeds:        {100 * fp8_data['bf16_seed_to_see
 record_bench("FP8 training within 0.25% of BF16",
              why=f"A short run at a high learning rate amplifies any change of rounding: BF16 vs FP32, with no "
                  f"FP8 at all, moves the curve {100 * fp8_data['bf16_vs_fp32']['mean']:.2f}% too. The report's "
-                 "runs are 10⁴× longer and bigger, with more averaging per step.")
+                 "runs are far longer and bigger, with more averaging per step.")
 
 # %%
 ev = summary["eval"]
