@@ -20,6 +20,13 @@ PRESETS = ("tiny", "mini", "mini-dense", "deepseek-v3")
 _YARN_KEYS = {"factor", "original_max_position_embeddings", "beta_fast", "beta_slow", "mscale", "mscale_all_dim"}
 
 
+
+def check_choice(name: str, value: object, allowed) -> None:
+    """``ValueError("name='x' is not one of 'a', 'b'")`` unless ``value`` is one of ``allowed`` (a tuple or a dict's
+    keys): the one error every setting with a fixed set of values gives."""
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, allowed))}")
+
 @dataclass
 class ModelConfig:
     """Shape of a DeepSeek-V3-style model. ``preset("deepseek-v3")`` is the released 671B configuration.
@@ -141,14 +148,10 @@ class ModelConfig:
 
         positive("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads",
                  "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "max_position_embeddings")
-        if self.attention not in ATTENTION_KINDS:
-            raise ValueError(f"attention={self.attention!r} is not one of {', '.join(map(repr, ATTENTION_KINDS))}")
-        if self.mla_impl not in MLA_IMPLS:
-            raise ValueError(f"mla_impl={self.mla_impl!r} is not one of {', '.join(map(repr, MLA_IMPLS))}")
-        if self.scoring_func not in SCORING_FUNCS:
-            raise ValueError(f"scoring_func={self.scoring_func!r} is not one of {', '.join(map(repr, SCORING_FUNCS))}")
-        if self.balance not in BALANCE_POLICIES:
-            raise ValueError(f"balance={self.balance!r} is not one of {', '.join(map(repr, BALANCE_POLICIES))}")
+        check_choice("attention", self.attention, ATTENTION_KINDS)
+        check_choice("mla_impl", self.mla_impl, MLA_IMPLS)
+        check_choice("scoring_func", self.scoring_func, SCORING_FUNCS)
+        check_choice("balance", self.balance, BALANCE_POLICIES)
         for n in ("bias_update_speed", "seq_aux_alpha", "aux_loss_alpha", "mtp_loss_weight"):
             if not getattr(self, n) >= 0:
                 raise ValueError(f"{n}={getattr(self, n)!r} must be a number >= 0")

@@ -14,6 +14,8 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
+from .config import check_choice
+
 DEVICES = ("cpu", "cuda", "mps")
 
 
@@ -27,8 +29,7 @@ def check_device(name: str, local_rank: int = 0) -> torch.device:
     """The ``torch.device`` for ``--device name``; under data parallelism each process of a node takes the GPU of its
     ``local_rank`` (``cuda:0``, ``cuda:1``, ...). ``ValueError`` naming the allowed values if the name is unknown or the
     device is not available here."""
-    if name not in DEVICES:
-        raise ValueError(f"device={name!r} is not one of {', '.join(map(repr, DEVICES))}")
+    check_choice("device", name, DEVICES)
     here = available_devices()
     if name not in here:
         raise ValueError(f"device={name!r} is not available on this machine; available: {', '.join(map(repr, here))}")

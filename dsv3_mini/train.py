@@ -40,7 +40,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .cli import config_from_args, config_parser, setting
-from .config import BALANCE_POLICIES, PRESETS, ModelConfig, preset
+from .config import BALANCE_POLICIES, PRESETS, ModelConfig, check_choice, preset
 from .data import Dataset, builtin_dataset, text_dataset
 from .data_parallel import DataParallel, data_parallel, is_main_process, local_rank, unwrap
 from .devices import DEVICES, autocast_context, check_device
@@ -90,12 +90,9 @@ class TrainConfig:
         if self.preset not in TRAINABLE_PRESETS:
             allowed = ", ".join(repr(p) for p in TRAINABLE_PRESETS)
             raise ValueError(f"preset={self.preset!r} is not one of {allowed} (deepseek-v3 is for calculators only)")
-        if self.balance not in BALANCE_POLICIES:
-            raise ValueError(f"balance={self.balance!r} is not one of {', '.join(map(repr, BALANCE_POLICIES))}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r} is not one of {', '.join(map(repr, PRECISIONS))}")
-        if self.device not in DEVICES:  # whether this machine has it is checked when the run starts
-            raise ValueError(f"device={self.device!r} is not one of {', '.join(map(repr, DEVICES))}")
+        check_choice("balance", self.balance, BALANCE_POLICIES)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("device", self.device, DEVICES)  # whether this machine has it is checked when the run starts
         for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_batches", "log_every", "save_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
