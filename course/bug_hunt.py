@@ -55,6 +55,13 @@ BUGS = {
 # The labs as the lessons hand them out: a neutral name, so opening one does not say what is wrong with it.
 LABS = {"1a": "rope-not-applied", "1b": "mla-cache-2dc", "2": "bias-in-weights", "3a": "aux-loss-dropped",
         "3b": "bias-gets-gradient", "5": "mtp-target-leak"}
+
+
+def bug_menu() -> str:
+    """The names a diagnosis may use, one per line with what each bug does (what every lab prints first)."""
+    return "\n".join(f"{name:<20} {what}" for name, what in BUGS.items())
+
+
 PARITY_TOL = 1e-4  # max |Δlogits| against transformers in fp32 (tests/test_parity.py)
 LEAK_MARGIN = 0.5  # nats: on random tokens an honest loss stays within this of ln(vocab)
 

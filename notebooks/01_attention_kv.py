@@ -556,8 +556,7 @@ print(f"softmax scale: 1/sqrt(192) = {v3.qk_head_dim ** -0.5:.5f} -> with YaRN {
 # %%
 from course import bug_hunt, check_bug_hunt
 
-for name, what in bug_hunt.BUGS.items():
-    print(f"{name:<20} {what}")
+print(bug_hunt.bug_menu())
 lab_1a = bug_hunt.open_lab("1a")
 print(f"\nlab 1a: {lab_1a.detector} = {lab_1a.detect():.2e} (a correct model: ≤ {bug_hunt.PARITY_TOL:g})")
 print(lab_1a.source)

@@ -558,8 +558,7 @@ fig.show()
 # %%
 from course import bug_hunt, check_bug_hunt
 
-for name, what in bug_hunt.BUGS.items():
-    print(f"{name:<20} {what}")
+print(bug_hunt.bug_menu())
 lab_2 = bug_hunt.open_lab("2")
 print(f"\nlab 2: {lab_2.detector} = {lab_2.detect():.2e} (a correct model: ≤ {bug_hunt.PARITY_TOL:g})")
 print(lab_2.source)

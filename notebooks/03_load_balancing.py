@@ -598,8 +598,7 @@ for prefix in ("Balancing: MaxVio_global", "Balancing: validation loss", "Balanc
 # %%
 from course import bug_hunt, check_bug_hunt
 
-for name, what in bug_hunt.BUGS.items():
-    print(f"{name:<20} {what}")
+print(bug_hunt.bug_menu())
 lab_3a = bug_hunt.open_lab("3a")
 print(f"\nlab 3a: {lab_3a.detector} = {lab_3a.detect():.4f} (a correct model: 0)")
 print(lab_3a.source)

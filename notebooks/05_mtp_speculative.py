@@ -501,8 +501,7 @@ print(f"wall-clock speed-up {t_greedy / t_spec:.2f}x, against {tpf:.2f}x more to
 # %%
 from course import bug_hunt, check_bug_hunt
 
-for name, what in bug_hunt.BUGS.items():
-    print(f"{name:<20} {what}")
+print(bug_hunt.bug_menu())
 lab_5 = bug_hunt.open_lab("5")
 print(f"\nlab 5: {lab_5.detector} = {lab_5.detect():.2f} nats (an honest MTP loss: 0)")
 print(lab_5.source)

@@ -80,3 +80,9 @@ def test_unknown_bug_is_a_value_error():
         bug_hunt.lab("nope")
     with pytest.raises(ValueError, match="lab_id='nope' is not one of"):
         check_bug_hunt.check_diagnosis("nope", "x")
+
+
+def test_the_bug_menu_names_every_bug_once_with_its_description():
+    lines = bug_hunt.bug_menu().splitlines()
+    assert [line.split()[0] for line in lines] == BUGS
+    assert all(bug_hunt.BUGS[line.split()[0]] in line for line in lines)
