@@ -18,6 +18,10 @@ SCORING_FUNCS = ("sigmoid", "softmax")
 BALANCE_POLICIES = ("loss-free", "aux-loss", "seq-aux-loss", "none")
 PRESETS = ("tiny", "mini", "mini-dense", "deepseek-v3")
 _YARN_KEYS = {"factor", "original_max_position_embeddings", "beta_fast", "beta_slow", "mscale", "mscale_all_dim"}
+# rope_scaling["rope_type"]: the position-interpolation methods of dsv3_mini.rope (None = plain RoPE) and their keys
+ROPE_TYPES = ("linear", "ntk", "yarn")
+_ROPE_KEYS = {"linear": {"factor", "original_max_position_embeddings"},
+              "ntk": {"factor", "original_max_position_embeddings"}, "yarn": _YARN_KEYS}
 
 
 
@@ -57,7 +61,9 @@ class ModelConfig:
     # positions
     max_position_embeddings: int = 512
     rope_theta: float = 10000.0
-    rope_scaling: dict[str, Any] | None = None  # YaRN: {"factor": s, "original_max_position_embeddings": ...}
+    # None: plain RoPE; {"rope_type": "linear" | "ntk" | "yarn", "factor": s, "original_max_position_embeddings": ...}
+    # (no rope_type: YaRN, as DeepSeek-V3's config)
+    rope_scaling: dict[str, Any] | None = None
     # mixture of experts
     n_routed_experts: int = 8
     n_shared_experts: int = 1
@@ -217,16 +223,23 @@ class ModelConfig:
         if self.rope_scaling is None:
             return
         rs = self.rope_scaling
-        unknown = sorted(set(rs) - _YARN_KEYS - {"type", "rope_type", "rope_theta"})
-        if unknown:
-            raise ValueError(f"rope_scaling has unknown keys {unknown}; allowed: {sorted(_YARN_KEYS)}")
+        if not isinstance(rs, dict):
+            raise ValueError(f"rope_scaling={rs!r} must be None (plain RoPE) or a dict with 'rope_type' and 'factor'")
         kind = rs.get("rope_type", rs.get("type", "yarn"))
-        if kind != "yarn":
-            raise ValueError(f"rope_scaling type {kind!r} is not supported; allowed: 'yarn' (as in DeepSeek-V3)")
-        if "factor" not in rs or "original_max_position_embeddings" not in rs:
-            raise ValueError("rope_scaling needs 'factor' and 'original_max_position_embeddings'")
-        if not rs["factor"] >= 1:
-            raise ValueError(f"rope_scaling factor={rs['factor']} must be >= 1")
+        if kind not in ROPE_TYPES:
+            raise ValueError(f"rope_scaling rope_type={kind!r} is not one of {', '.join(map(repr, ROPE_TYPES))} "
+                             "(or rope_scaling=None for plain RoPE)")
+        allowed = _ROPE_KEYS[kind]
+        unknown = sorted(set(rs) - allowed - {"type", "rope_type", "rope_theta"})
+        if unknown:
+            raise ValueError(f"rope_scaling has unknown keys {unknown} for rope_type={kind!r}; "
+                             f"allowed: {sorted(allowed)}")
+        if "factor" not in rs or (kind == "yarn" and "original_max_position_embeddings" not in rs):
+            needs = "'factor' and 'original_max_position_embeddings'" if kind == "yarn" else "'factor'"
+            raise ValueError(f"rope_scaling with rope_type={kind!r} needs {needs}")
+        factor = rs["factor"]
+        if isinstance(factor, bool) or not isinstance(factor, int | float) or not factor >= 1:
+            raise ValueError(f"rope_scaling factor={factor!r} must be a number >= 1 (the scale s; 1 = no scaling)")
 
     # -- interop ---------------------------------------------------------------------------------------------------
     @classmethod
@@ -238,8 +251,11 @@ class ModelConfig:
         if kind == "yarn":
             rope_scaling = {k: rp[k] for k in _YARN_KEYS if rp.get(k) is not None}
             rope_scaling.setdefault("original_max_position_embeddings", hf_config.max_position_embeddings)
+        elif kind == "linear":
+            rope_scaling = {"rope_type": "linear", "factor": rp["factor"]}
         elif kind != "default":
-            raise ValueError(f"rope type {kind!r} of the transformers config is not supported; allowed: default, yarn")
+            raise ValueError(f"rope type {kind!r} of the transformers config is not supported; "
+                             "allowed: default, linear, yarn")
         if getattr(hf_config, "attention_bias", False):
             raise ValueError("attention_bias=True is not supported (DeepSeek-V3 has no attention biases)")
         if getattr(hf_config, "hidden_act", "silu") != "silu":
@@ -284,9 +300,16 @@ class ModelConfig:
         from transformers import DeepseekV3Config
 
         rope = {"rope_type": "default", "rope_theta": self.rope_theta}
-        if self.rope_scaling is not None:
+        kind = None if self.rope_scaling is None else self.rope_scaling.get("rope_type", "yarn")
+        if kind == "yarn":
             rope = {"rope_type": "yarn", "rope_theta": self.rope_theta,
                     **{k: v for k, v in self.rope_scaling.items() if k in _YARN_KEYS}}
+        elif kind == "linear":
+            rope = {"rope_type": "linear", "rope_theta": self.rope_theta, "factor": float(self.rope_scaling["factor"])}
+        elif kind == "ntk":  # static NTK-aware scaling is plain RoPE with a larger base: theta · s^(d/(d-2))
+            d = self.qk_rope_head_dim
+            rope = {"rope_type": "default",
+                    "rope_theta": self.rope_theta * self.rope_scaling["factor"] ** (d / (d - 2))}
         moe = self.num_moe_layers > 0
         return DeepseekV3Config(
             vocab_size=self.vocab_size,
