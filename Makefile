@@ -52,7 +52,7 @@ notebooks: $(STAMP)
 	    --ExecutePreprocessor.store_widget_state=False --ExecutePreprocessor.timeout=600 $${nb%.py}.ipynb || exit 1; \
 	done
 
-# Benchmarks and reproductions (~35 min on an idle 2-core machine): benchmarks/results/bench.json and BENCH.md; ARGS="--only mfu"
+# Benchmarks and reproductions (~80 min on a 2-core machine): benchmarks/results/bench.json and BENCH.md; ARGS="--only mfu"
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all $(ARGS)
 

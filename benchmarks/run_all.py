@@ -1,6 +1,6 @@
 """Run the dsv3-mini benchmarks and reproductions; write results/bench.json and results/BENCH.md (``make bench``).
 
-    .venv/bin/python -m benchmarks.run_all                      # everything (~35 minutes on 2 idle cores)
+    .venv/bin/python -m benchmarks.run_all                      # everything (~80 minutes on 2 cores)
     .venv/bin/python -m benchmarks.run_all --quick              # a smoke run on tiny sizes (numbers mean nothing)
     .venv/bin/python -m benchmarks.run_all --only train_step,mfu
     .venv/bin/python -m benchmarks.run_all --list
@@ -53,6 +53,8 @@ ITEMS = [
     ("repro_mtp", "repro_mtp", "run", "Reproductions at mini scale", "MTP on vs off"),
     ("repro_fp8", "repro_fp8", "run", "Reproductions at mini scale", "FP8 simulation vs BF16"),
     ("repro_dense", "repro_dense", "run", "Reproductions at mini scale", "MoE vs dense at equal active params"),
+    ("repro_long_context", "repro_long_context", "run", "Reproductions at mini scale",
+     "context extension: plain RoPE vs YaRN, ± the two-phase fine-tune, passkey at 4×"),
 ]
 NAMES = [i[0] for i in ITEMS]
 

@@ -240,6 +240,10 @@ class ModelConfig:
         factor = rs["factor"]
         if isinstance(factor, bool) or not isinstance(factor, int | float) or not factor >= 1:
             raise ValueError(f"rope_scaling factor={factor!r} must be a number >= 1 (the scale s; 1 = no scaling)")
+        fast, slow = rs.get("beta_fast") or 32, rs.get("beta_slow") or 1
+        if kind == "yarn" and not fast > slow > 0:
+            raise ValueError(f"rope_scaling beta_fast={fast} must be larger than beta_slow={slow} > 0 (YaRN ramps "
+                             "between the pairs that turn beta_fast times and those that turn beta_slow times)")
 
     # -- interop ---------------------------------------------------------------------------------------------------
     @classmethod

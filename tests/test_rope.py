@@ -116,6 +116,8 @@ def test_yarn_matches_transformers():
         ({"rope_type": "linear", "factor": 2, "beta_fast": 32}, r"unknown keys \['beta_fast'\]"),
         ({"rope_type": "yarn", "factor": 2}, r"needs 'factor' and 'original_max_position_embeddings'"),
         ("yarn", r"must be None \(plain RoPE\) or a dict"),
+        ({"factor": 4, "original_max_position_embeddings": 64, "beta_fast": 1, "beta_slow": 32},
+         r"beta_fast=1 must be larger than beta_slow=32"),
     ],
 )
 def test_bad_rope_scaling_gets_a_clear_error(rope_scaling, message):
@@ -147,3 +149,13 @@ def test_linear_round_trips_through_transformers():
     pytest.importorskip("transformers")
     cfg = preset("tiny").replace(rope_scaling={"rope_type": "linear", "factor": 4.0})
     assert ModelConfig.from_transformers(cfg.to_transformers()).replace(name=cfg.name) == cfg
+
+
+def test_decoding_past_the_table_with_a_cache_is_refused():
+    model = DeepSeekV3(preset("tiny").replace(max_position_embeddings=32, rope_scaling={"rope_type": "ntk",
+                                                                                       "factor": 2})).eval()
+    cache = model.new_cache()
+    with torch.no_grad():
+        model(torch.zeros(1, 30, dtype=torch.long), cache=cache)
+        with pytest.raises(ValueError, match="position 32 is beyond max_position_embeddings=32"):
+            model(torch.zeros(1, 3, dtype=torch.long), cache=cache)

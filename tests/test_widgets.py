@@ -14,11 +14,11 @@ from dsv3_mini.fp8 import FORMATS, elementwise_relative_error, fake_quantize, re
 from dsv3_mini.fp8_gemm import fp8_matmul
 from dsv3_mini.kv_cache import bytes_per_token, cache_bytes, naive_mla_bytes_per_token
 from dsv3_mini.moe import Router
-from widgets import BiasBalancingWidget, FP8TileWidget, KVCacheWidget, RouterLoadWidget
+from widgets import BiasBalancingWidget, FP8TileWidget, KVCacheWidget, RouterLoadWidget, YaRNWidget
 from widgets._common import torch_threads
 from widgets.fp8_tile import ERR_FLOOR, GEMM_K, gemm_operands
 
-WIDGETS = [RouterLoadWidget, BiasBalancingWidget, KVCacheWidget, FP8TileWidget]
+WIDGETS = [RouterLoadWidget, BiasBalancingWidget, KVCacheWidget, FP8TileWidget, YaRNWidget]
 
 
 def ys(fig, i):
@@ -269,7 +269,8 @@ def test_widget_is_a_container_with_figure_and_message(cls):
 
 
 CONTROL_CHANGES = {RouterLoadWidget: ("bias_strength", 0.05), BiasBalancingWidget: ("gamma", 3e-3),
-                   KVCacheWidget: ("dtype", "fp8"), FP8TileWidget: ("granularity", "tile")}
+                   KVCacheWidget: ("dtype", "fp8"), FP8TileWidget: ("granularity", "tile"),
+                   YaRNWidget: ("factor", 8)}
 
 
 @pytest.mark.parametrize("cls", WIDGETS, ids=lambda c: c.__name__)
