@@ -4,9 +4,10 @@ One concept per module, in the order the imports run (each imports only modules 
 
 - the configuration and its arithmetic: ``config`` (ModelConfig, presets), ``params`` (analytic parameter counts),
   ``flops`` (a training step's model FLOPs), ``utils`` (seeds and threads);
-- the parts: ``rope`` (RoPE; linear, NTK-aware and YaRN scaling), ``kv_cache`` (the cache and its size), ``attention`` (MLA naive/absorbed,
-  MHA/GQA/MQA), ``moe`` (DeepSeekMoE router and experts), ``balancing`` (the bias rule, balance losses, MaxVio),
-  ``fp8`` (FP8 quantization and linear layers) and ``fp8_gemm`` (tensor-core accumulation);
+- the parts: ``rope`` (RoPE; linear, NTK-aware and YaRN scaling), ``kv_cache`` (the cache and its size),
+  ``attention`` (MLA naive/absorbed, MHA/GQA/MQA), ``moe`` (DeepSeekMoE router and experts), ``balancing`` (the bias
+  rule, balance losses, MaxVio), ``fp8`` (FP8 quantization and linear layers) and ``fp8_gemm`` (tensor-core
+  accumulation);
 - the model: ``block`` (one transformer block), ``mtp`` (multi-token prediction), ``model`` (DeepSeekV3);
 - using it: ``generate`` (cached and speculative decoding), ``interop`` (transformers conversion), ``data`` (the
   byte corpus), ``analysis`` (routing by domain), ``checkpoint`` (safetensors IO), ``interrupt`` (Ctrl-C between

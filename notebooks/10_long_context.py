@@ -231,7 +231,8 @@ for r, method in enumerate(METHODS, start=1):
         acc = torch.tensor(results[key][method]["accuracy"]).T  # (depth, length)
         fig.add_heatmap(z=acc.tolist(), x=[f"{n // pc.seq_len}×" for n in lengths], y=[f"{d:.2f}" for d in depths],
                         zmin=0, zmax=1, colorscale=[[0, "#D55E00"], [0.5, "#F0E442"], [1, "#009E73"]],
-                        showscale=(r == 1 and c == 1), colorbar=dict(title=dict(text="retrieved", side="right"), tickformat=".0%"),
+                        showscale=(r == 1 and c == 1),
+                        colorbar=dict(title=dict(text="retrieved", side="right"), tickformat=".0%"),
                         hovertemplate="%{x}, depth %{y}: %{z:.0%} retrieved<extra>" + NAMES[method] + "</extra>",
                         row=r, col=c)
     fig.update_yaxes(title_text=NAMES[method], row=r, col=1)
