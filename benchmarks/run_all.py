@@ -55,6 +55,8 @@ ITEMS = [
     ("repro_dense", "repro_dense", "run", "Reproductions at mini scale", "MoE vs dense at equal active params"),
     ("repro_long_context", "repro_long_context", "run", "Reproductions at mini scale",
      "context extension: plain RoPE vs YaRN, ± the two-phase fine-tune, passkey at 4×"),
+    ("repro_grpo", "repro_grpo", "run", "Reproductions at mini scale",
+     "post-training: SFT, then GRPO vs REINFORCE; MTP acceptance after RL"),
 ]
 NAMES = [i[0] for i in ITEMS]
 
