@@ -436,7 +436,8 @@ print("...")
 x_in = seen["x"]
 batched = layer(x_in)
 one_by_one = torch.cat([layer(x_in[:, i:i + 1]) for i in range(x_in.shape[1])], dim=1)
-print(f"largest difference, grouped vs one position at a time: {(batched - one_by_one).abs().max():.1e}")
+gap = (batched - one_by_one).abs().max().item()  # float32 rounding: its last digits depend on the CPU
+print(f"largest difference, grouped vs one position at a time: {'below' if gap < 1e-6 else 'ABOVE'} 1e-6")
 
 # %% [markdown]
 # The time this takes depends on your machine and its load (not compared by the tests): one call for 256 tokens,
