@@ -7,6 +7,14 @@ STAMP := $(VENV)/.installed
 # torch is pinned in the install path: 2.13.0 is the CPU wheel; an unpinned torch pulls GBs of CUDA.
 TORCH_PIN := torch==2.13.0
 
+# One numeric path on every x86-64 CPU, so the lessons' committed outputs (checked by nbval) are the numbers a learner
+# gets: torch's own kernels, MKL and oneDNN all use their AVX2 code, as on a CPU without AVX-512. Without these, an
+# AVX-512 machine rounds a few matrix products differently (e.g. FP8 vs BF16 0.071% instead of 0.078% in lesson 9) and
+# short training runs drift in the 3rd decimal. Measured: a mini training step takes the same time either way.
+export ATEN_CPU_CAPABILITY := avx2
+export MKL_CBWR := AVX2
+export ONEDNN_MAX_CPU_ISA := AVX2
+
 # The exact flags of the shipped mini run (checkpoints/mini/README.md quotes them)
 MINI_RUN := --preset mini --steps 900 --batch-size 12 --seq-len 256 --eval-every 100 --threads 2
 
