@@ -11,3 +11,4 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_RUN = Path(os.environ.get("DSV3_MINI_RUN", REPO / "checkpoints" / "mini"))
 BENCH_RESULTS = Path(os.environ.get("DSV3_MINI_BENCH", REPO / "benchmarks" / "results" / "bench.json"))
+POST_TRAINING_RESULTS = REPO / "checkpoints" / "grpo" / "results.json"  # benchmarks/repro_grpo.py writes it

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 Config = TypeVar("Config")
@@ -71,3 +73,27 @@ def config_parser(cls: type, prog: str, description: str) -> argparse.ArgumentPa
 def config_from_args(cls: type[Config], args: argparse.Namespace) -> Config:
     """The dataclass ``cls`` built from parsed flags; other entries of ``args`` (``--resume``) are not its business."""
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+
+
+def command_parser(cls: type, prog: str, description: str) -> argparse.ArgumentParser:
+    """``config_parser`` plus ``--no-progress``, which every command of the course takes (how to run, not what)."""
+    parser = config_parser(cls, prog, description)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                body: Callable[[argparse.Namespace], int]) -> int:
+    """Parse ``argv`` and return ``body(args)``'s exit status. A ValueError (a value or combination the config
+    rejects) becomes one line, ``error: ...``, and status 2, like argparse's own errors: no traceback."""
+    args = parser.parse_args(argv)
+    try:
+        return body(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def command_line(prog: str, argv: Sequence[str] | None) -> str:
+    """The command as typed (``argv`` or else ``sys.argv[1:]`` after ``prog``): a run's provenance in its files."""
+    return " ".join([prog, *(argv if argv is not None else sys.argv[1:])])

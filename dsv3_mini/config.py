@@ -31,6 +31,15 @@ def check_choice(name: str, value: object, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, allowed))}")
 
+
+def check_positive(settings: object, *names: str) -> None:
+    """``ValueError("steps=0 must be a positive integer")`` unless each named attribute of ``settings`` is >= 1
+    (or None, where a field allows it: ``threads=None`` leaves torch's own count)."""
+    for name in names:
+        value = getattr(settings, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive integer")
+
 @dataclass
 class ModelConfig:
     """Shape of a DeepSeek-V3-style model. ``preset("deepseek-v3")`` is the released 671B configuration.

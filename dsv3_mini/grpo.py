@@ -47,8 +47,8 @@ from .addition_task import (
 )
 from .balancing import apply_bias_update, max_violation
 from .checkpoint import atomic_write_text, export_model, load_model
-from .cli import config_from_args, config_parser, setting
-from .config import check_choice
+from .cli import command_parser, config_from_args, run_command, setting
+from .config import check_choice, check_positive
 from .generate import generate
 from .interrupt import deferred_interrupt
 from .model import DeepSeekV3
@@ -66,7 +66,7 @@ class GRPOConfig:
     init: str = setting(SFT_MODEL, "the starting policy, also the frozen reference π_ref (a model.safetensors)")
     algorithm: str = setting("grpo", "grpo, or the reinforce control (r − mean r, no clip, no KL)",
                              choices=ALGORITHMS)
-    steps: int = setting(60, "RL steps (one group of samples per prompt each)")
+    steps: int = setting(150, "RL steps (one group of samples per prompt each)")
     prompts_per_step: int = setting(32, "P: training questions per step")
     group_size: int = setting(8, "G: sampled outputs per question")
     temperature: float = setting(1.0, "sampling temperature of the group")
@@ -77,7 +77,7 @@ class GRPOConfig:
     inner_updates: int = setting(2, "AdamW updates per batch of samples (ρ = 1 on the first)")
     bias_rule: str = setting("frozen", "the routers' bias rule during RL", choices=BIAS_RULES)
     keep_equal_groups: bool = setting(False, "also train on groups whose rewards are all equal (A = 0)")
-    eval_every: int = setting(20, "held-out exact accuracy every this many steps, and after the last")
+    eval_every: int = setting(30, "held-out exact accuracy every this many steps, and after the last")
     plain_order: bool = setting(False, "answers in the usual digit order (must match the SFT model's)")
     seed: int = setting(0, "seed of the prompts and of the sampler")
     threads: int | None = setting(1, "torch threads")
@@ -86,9 +86,7 @@ class GRPOConfig:
     def __post_init__(self) -> None:
         check_choice("algorithm", self.algorithm, ALGORITHMS)
         check_choice("bias_rule", self.bias_rule, BIAS_RULES)
-        for name in ("steps", "prompts_per_step", "inner_updates", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
+        check_positive(self, "steps", "prompts_per_step", "inner_updates", "eval_every", "threads")
         if self.group_size < 2:
             raise ValueError(f"group_size={self.group_size} must be >= 2 (a group is its own baseline)")
         if self.temperature <= 0:
@@ -97,8 +95,6 @@ class GRPOConfig:
             raise ValueError(f"warmup_steps={self.warmup_steps} must be >= 0")
         if self.lr <= 0 or self.clip_eps <= 0 or self.beta < 0:
             raise ValueError(f"lr={self.lr} and clip_eps={self.clip_eps} must be > 0, beta={self.beta} >= 0")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads={self.threads} must be >= 1")
 
     def objective_settings(self) -> tuple[bool, int, float, float]:
         """(normalise by std, inner updates, ε, β) of the algorithm: the control drops std, re-use, clip and KL."""
@@ -279,21 +275,14 @@ def save_run(model: DeepSeekV3, cfg: GRPOConfig, history: list[dict[str, Any]], 
     atomic_write_text(text + "\n", out / "grpo.json")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = config_parser(GRPOConfig, prog="python -m dsv3_mini.grpo", description=__doc__.split("\n\n")[0])
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        cfg = config_from_args(GRPOConfig, args)
-        t0 = time.perf_counter()
-        result = grpo(cfg, progress=not args.no_progress)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(command_parser(GRPOConfig, "python -m dsv3_mini.grpo", __doc__.split("\n\n")[0]), argv, _run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(GRPOConfig, args)
+    t0 = time.perf_counter()
+    result = grpo(cfg, progress=not args.no_progress)
     acc = [h["heldout_exact"] for h in result.history if "heldout_exact" in h]
     print(f"{cfg.algorithm}: {result.step} steps in {time.perf_counter() - t0:.0f} s; held-out exact "
           f"{acc[0]:.1%} -> {acc[-1]:.1%}" + (f"; wrote {cfg.out}" if cfg.out else ""))

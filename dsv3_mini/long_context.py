@@ -19,10 +19,10 @@ Command line: ``python -m dsv3_mini.long_context --out checkpoints/passkey`` (``
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 
 from .balancing import apply_bias_update, balance_loss
 from .checkpoint import atomic_write_text, export_model, load_model
-from .cli import config_from_args, config_parser, setting
-from .config import ROPE_TYPES, ModelConfig, check_choice, preset
+from .cli import command_line, command_parser, config_from_args, run_command, setting
+from .config import ROPE_TYPES, ModelConfig, check_choice, check_positive, preset
 from .data import DOMAINS, encode, generate_corpus
 from .kv_cache import bytes_per_token, cache_bytes
 from .model import DeepSeekV3
@@ -138,9 +138,7 @@ class PasskeyConfig:
 
     def __post_init__(self) -> None:
         check_choice("preset", self.preset, ("tiny", "mini"))
-        for name in ("seq_len", "steps", "batch_size", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
+        check_positive(self, "seq_len", "steps", "batch_size", "threads")
         if self.seq_len < MIN_DOC:
             raise ValueError(f"seq_len={self.seq_len} must be at least {MIN_DOC} (one document with 8 filler bytes)")
         if self.extend_steps < 0 or self.extend_factor < 1 or not self.lr > 0:
@@ -323,17 +321,18 @@ def load_run(path: str | Path) -> tuple[DeepSeekV3, dict[str, Any]]:
     return load_model(path / "model.safetensors"), json.loads((path / "results.json").read_text())
 
 
+PROG = "python -m dsv3_mini.long_context"
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = config_parser(PasskeyConfig, prog="python -m dsv3_mini.long_context", description=__doc__.split("\n\n")[0])
+    p = command_parser(PasskeyConfig, PROG, __doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="folder for model.safetensors and results.json")
     p.add_argument("--trials", type=int, default=8, help="documents per length × depth cell")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
-    try:
-        pc = config_from_args(PasskeyConfig, args)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(p, argv, lambda args: _run(args, argv))
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    pc = config_from_args(PasskeyConfig, args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model, history = train_passkey(pc, progress=not args.no_progress)
@@ -341,8 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     shipped = load_model(out / "model.safetensors")  # every number is measured on the bf16 weights that ship
     results = compare_methods(shipped, pc, trials=args.trials, progress=not args.no_progress)
     results["kv_cache"] = cache_by_length(pc.model_config(), tuple(m * pc.seq_len for m in (1, 2, 4, 8)))
-    command = "python -m dsv3_mini.long_context " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_results(out, pc, history, results, command)
+    write_results(out, pc, history, results, command_line(PROG, argv))
     for key, label in (("no_finetune", "without fine-tuning"), ("finetuned", "after the extension")):
         for method, r in results[key].items():
             print(f"{label:>20} {method:>6}: retrieval at 1×, 2×, 4×, 8× "

@@ -31,11 +31,12 @@ from tqdm.auto import tqdm
 from .addition_task import Pair, exact_accuracy, prompt_text, split_pairs
 from .addition_task import answer_text as task_answer
 from .checkpoint import atomic_write_text, export_model, load_model
-from .cli import config_from_args, config_parser, setting
+from .cli import command_line, command_parser, config_from_args, run_command, setting
+from .config import check_positive
 from .data import encode
 from .interrupt import deferred_interrupt
 from .model import IGNORE_INDEX, DeepSeekV3
-from .train import TrainConfig, make_optimizer, train_step
+from .train import TrainConfig, TrainResult, make_optimizer, train_step
 from .utils import seed_everything
 
 BASE_MODEL = "checkpoints/mini/model.safetensors"  # the shipped pre-trained model
@@ -56,13 +57,9 @@ class SFTConfig:
     out: str | None = setting(None, "directory for model.safetensors and sft.json")
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
+        check_positive(self, "steps", "batch_size", "threads")
         if self.lr <= 0 or self.warmup_steps < 0:
             raise ValueError(f"lr={self.lr} must be > 0 and warmup_steps={self.warmup_steps} >= 0")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads={self.threads} must be >= 1")
 
     @property
     def reversed_digits(self) -> bool:
@@ -93,12 +90,7 @@ def sft_batch(pairs: Sequence[Pair], reverse: bool = True) -> tuple[torch.Tensor
     return tokens, targets
 
 
-@dataclass
-class SFTResult:
-    model: DeepSeekV3
-    history: list[dict[str, Any]]
-    step: int
-    interrupted: bool = False
+SFTResult = TrainResult  # model, history, step, interrupted; an SFT run keeps no resumable checkpoint
 
 
 def sft(cfg: SFTConfig, progress: bool = True, model: DeepSeekV3 | None = None) -> SFTResult:
@@ -153,28 +145,23 @@ def save_sft(result: SFTResult, cfg: SFTConfig, out: str | Path, command: str) -
     return summary
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = config_parser(SFTConfig, prog="python -m dsv3_mini.sft", description=__doc__.split("\n\n")[0])
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
+PROG = "python -m dsv3_mini.sft"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        cfg = config_from_args(SFTConfig, args)
-        t0 = time.perf_counter()
-        result = sft(cfg, progress=not args.no_progress)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(command_parser(SFTConfig, PROG, __doc__.split("\n\n")[0]), argv, lambda args: _run(args, argv))
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    cfg = config_from_args(SFTConfig, args)
+    t0 = time.perf_counter()
+    result = sft(cfg, progress=not args.no_progress)
     print(f"SFT: {result.step} steps in {time.perf_counter() - t0:.0f} s, last loss {result.history[-1]['loss']:.4f}")
     if result.interrupted:
         print("Interrupted: nothing written (the fine-tune is short; run it again).", file=sys.stderr)
         return 130
     if cfg.out:
-        command = "python -m dsv3_mini.sft " + " ".join(argv if argv is not None else sys.argv[1:])
-        s = save_sft(result, cfg, cfg.out, command)
+        s = save_sft(result, cfg, cfg.out, command_line(PROG, argv))
         print(f"held-out exact: {s['heldout_exact_before']:.1%} before, {s['heldout_exact_after']:.1%} after "
               f"({s['heldout_pairs']} pairs); wrote {cfg.out}/model.safetensors and sft.json")
     return 0

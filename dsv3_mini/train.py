@@ -39,8 +39,8 @@ from .checkpoint import (
     restore_checkpoint,
     save_checkpoint,
 )
-from .cli import config_from_args, config_parser, setting
-from .config import BALANCE_POLICIES, PRESETS, ModelConfig, check_choice, preset
+from .cli import command_line, command_parser, config_from_args, run_command, setting
+from .config import BALANCE_POLICIES, PRESETS, ModelConfig, check_choice, check_positive, preset
 from .data import Dataset, builtin_dataset, text_dataset
 from .data_parallel import DataParallel, data_parallel, is_main_process, local_rank, unwrap
 from .devices import DEVICES, autocast_context, check_device
@@ -93,9 +93,7 @@ class TrainConfig:
         check_choice("balance", self.balance, BALANCE_POLICIES)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("device", self.device, DEVICES)  # whether this machine has it is checked when the run starts
-        for name in ("steps", "batch_size", "seq_len", "eval_every", "eval_batches", "log_every", "save_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
+        check_positive(self, "steps", "batch_size", "seq_len", "eval_every", "eval_batches", "log_every", "save_every")
         if self.mtp_depth is not None and self.mtp_depth < 0:
             raise ValueError(f"--mtp-depth {self.mtp_depth} must be 0 (no MTP) or more")
         if self.bias_update_speed is not None and self.bias_update_speed < 0:
@@ -346,11 +344,13 @@ def finish(result: TrainResult, tc: TrainConfig, command: str) -> dict[str, Any]
 
 # -- command line: generated from TrainConfig (dsv3_mini.cli) ----------------------------------------------------------
 
+PROG = "python -m dsv3_mini.train"
+
+
 def _parser() -> argparse.ArgumentParser:
     """TrainConfig's flags, then the two that say how to run rather than what: ``--resume`` and ``--no-progress``."""
-    p = config_parser(TrainConfig, prog="python -m dsv3_mini.train", description=__doc__.split("\n\n")[0])
+    p = command_parser(TrainConfig, PROG, __doc__.split("\n\n")[0])
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.safetensors up to --steps")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -364,24 +364,22 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        tc = config_from_args(TrainConfig, args)
-        tc.model_config()
-        if tc.threads is not None:  # for the whole command: training and the export's evaluation
-            torch.set_num_threads(tc.threads)
-        result = train(tc, resume=args.resume, progress=not args.no_progress)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(_parser(), argv, lambda args: _run(args, argv))
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    tc = config_from_args(TrainConfig, args)
+    tc.model_config()
+    if tc.threads is not None:  # for the whole command: training and the export's evaluation
+        torch.set_num_threads(tc.threads)
+    result = train(tc, resume=args.resume, progress=not args.no_progress)
     if not is_main_process():  # rank 0 reports and exports for the whole data-parallel run
         return 130 if result.interrupted else 0
     last_val = [r for r in result.history if r["split"] == "val"]
     if last_val:
         print(f"step {result.step}: validation loss {last_val[-1]['loss']:.4f}")
     if tc.out and not result.interrupted and result.step == tc.steps:
-        command = "python -m dsv3_mini.train " + " ".join(argv if argv is not None else sys.argv[1:])
-        summary = finish(result, tc, command)
+        summary = finish(result, tc, command_line(PROG, argv))
         print(f"exported {tc.out}/model.safetensors: validation loss {summary['val_loss']:.4f} "
               f"(unigram baseline {summary['unigram_baseline']:.4f})")
     return 130 if result.interrupted else 0
