@@ -7,6 +7,8 @@
 3. Held-out exact accuracy (500 fixed pairs, greedy) before SFT, after SFT and along every RL run; reward, KL and
    MaxVio per step; the MTP draft's acceptance on the held-out prompts after SFT, after GRPO, and after re-tuning only
    the MTP module on the GRPO policy's own outputs (``dsv3_mini.mtp_retune``).
+4. The control RL has to answer to: the same SFT run twice as long (``2 * SFT_STEPS``, its own schedule), which sees
+   the answers where RL sees only the checker.
 The full run writes ``checkpoints/grpo/results.json`` (``data`` below), which lesson 11 reads. Quick mode: a few
 steps from the in-memory fine-tune, one seed, nothing written.
 """
@@ -21,7 +23,7 @@ from typing import Any
 
 import torch
 
-from dsv3_mini.addition_task import split_pairs
+from dsv3_mini.addition_task import exact_accuracy, split_pairs
 from dsv3_mini.checkpoint import atomic_write_text, load_model
 from dsv3_mini.grpo import GRPOConfig, grpo
 from dsv3_mini.mtp_retune import mtp_acceptance, retune_mtp
@@ -30,7 +32,7 @@ from dsv3_mini.sft import SFTConfig, save_sft, sft
 from .common import ROOT, row
 
 SFT_DIR, RESULTS = ROOT / "checkpoints" / "sft", ROOT / "checkpoints" / "grpo" / "results.json"
-SFT_STEPS, RL_STEPS, EVAL_EVERY, SEEDS = 225, 60, 10, (0, 1, 2)
+SFT_STEPS, RL_STEPS, EVAL_EVERY, SEEDS = 225, 150, 30, (0, 1, 2)
 MTP_PAIRS, RETUNE_STEPS = 200, 20
 VARIANTS = {"grpo": {}, "reinforce": {"algorithm": "reinforce"}, "grpo_bias_running": {"bias_rule": "running"}}
 GOAL_POINTS = 15.0
@@ -92,7 +94,14 @@ def _run(quick: bool) -> dict:
             runs.append(record)
             print(f"  repro_grpo: {variant} seed {seed}: held-out exact {result.history[0]['heldout_exact']:.3f} -> "
                   f"{result.history[-1]['heldout_exact']:.3f} in {seconds:.0f} s", flush=True)
+    t0 = time.perf_counter()
+    longer = sft(dataclasses.replace(sft_cfg, steps=2 * sft_cfg.steps), progress=False)
+    sft_long = {"steps": 2 * sft_cfg.steps, "seconds": time.perf_counter() - t0,
+                "heldout_exact": exact_accuracy(longer.model, heldout[: 50 if quick else None])}
+    print(f"  repro_grpo: SFT for {sft_long['steps']} steps: held-out exact {sft_long['heldout_exact']:.3f} in "
+          f"{sft_long['seconds']:.0f} s", flush=True)
     data = summarise(runs, sft_summary, accept_sft, sft_seconds, quick)
+    data["sft_twice_as_long"] = sft_long
     if not quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json.dumps(data, indent=1) + "\n", RESULTS)
@@ -127,6 +136,7 @@ def paired_points(d: dict[str, Any], a: str, b: str) -> dict[str, float]:
 
 def rows(d: dict[str, Any]) -> list[dict[str, Any]]:
     f, g, sec, m = d["heldout_exact_final"], d["gain_points"], d["seconds_per_run"], d["mtp_acceptance"]
+    s2 = d["sft_twice_as_long"]
     vs_reinforce, vs_running = paired_points(d, "grpo", "reinforce"), paired_points(d, "grpo", "grpo_bias_running")
     n = f["grpo"]["n"]
     base = "—" if d["heldout_exact_base"] is None else f"{d['heldout_exact_base']:.1%}"
@@ -143,11 +153,16 @@ def rows(d: dict[str, Any]) -> list[dict[str, Any]]:
             f"{n} seeds; paired Δ {vs_reinforce['mean']:+.1f} ± {vs_reinforce['std']:.1f} points (one held-out "
             f"score's binomial standard error at 500 prompts: ~2 points)"),
         row("GRPO with the bias rule frozen vs running", f"frozen {pm(f['grpo'])}% vs running "
-            f"{pm(f['grpo_bias_running'])}%", "running", None, None,
+            f"{pm(f['grpo_bias_running'])}%", "running", "— (a measurement)", None,
             f"{n} seeds; paired Δ {vs_running['mean']:+.1f} ± {vs_running['std']:.1f} points; the default is frozen"),
         row("MTP draft acceptance: SFT → after GRPO → MTP re-tuned", f"{m['sft']:.1%} → {pm(m['after_grpo'])}% → "
             f"{pm(m['after_retune'])}%", "SFT", "falls after RL, recovers after re-tune",
             m["after_grpo"]["mean"] < m["sft"] and m["after_retune"]["mean"] > m["after_grpo"]["mean"],
             f"{MTP_PAIRS} held-out prompts, greedy; re-tune: {RETUNE_STEPS} steps on the MTP module only"),
+        row(f"Post-training control: SFT alone for {s2['steps']} steps (twice ours), held-out exact",
+            f"{s2['heldout_exact']:.1%} in {s2['seconds']:.0f} s", f"SFT {s2['steps'] // 2} steps: "
+            f"{d['heldout_exact_sft']:.1%}", "— (a measurement)", None,
+            "it sees the answers, RL only the checker: on this task more SFT is the cheaper way up; "
+            "the lesson's point is the RL loop"),
     ]
 
