@@ -20,14 +20,3 @@ def randomize_biases(model, scale=0.05, seed=1):
     with torch.no_grad():
         for moe in model.moe_layers():
             moe.gate.bias.copy_((torch.rand(moe.gate.bias.shape, generator=g) * 2 - 1) * scale)
-
-
-def pytest_report_header(config):
-    """Which numeric path this run takes: the lessons' committed outputs were made on the AVX2 one (see Makefile)."""
-    import os
-
-    pinned = {k: os.environ.get(k) for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")}
-    line = f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}; {pinned}"
-    if None in pinned.values():
-        line += " (not the Makefile's pinned AVX2 path: nbval may see other last digits; run `make test`)"
-    return line
