@@ -100,8 +100,7 @@ def _run(quick: bool) -> dict:
                 "heldout_exact": exact_accuracy(longer.model, heldout[: 50 if quick else None])}
     print(f"  repro_grpo: SFT for {sft_long['steps']} steps: held-out exact {sft_long['heldout_exact']:.3f} in "
           f"{sft_long['seconds']:.0f} s", flush=True)
-    data = summarise(runs, sft_summary, accept_sft, sft_seconds, quick)
-    data["sft_twice_as_long"] = sft_long
+    data = summarise(runs, sft_summary, accept_sft, sft_seconds, sft_cfg.steps, sft_long, quick)
     if not quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json.dumps(data, indent=1) + "\n", RESULTS)
@@ -109,14 +108,14 @@ def _run(quick: bool) -> dict:
 
 
 def summarise(runs: list[dict[str, Any]], sft_summary: dict[str, Any], accept_sft: float, sft_seconds: float,
-              quick: bool) -> dict[str, Any]:
+              sft_steps: int, sft_long: dict[str, Any], quick: bool) -> dict[str, Any]:
     def final(variant: str, key: str = "heldout_exact") -> list[float]:
         return [r["history"][-1][key] for r in runs if r["variant"] == variant]
 
     start = runs[0]["history"][0]["heldout_exact"]  # every run starts from the same SFT weights
     gain = {v: spread([x - start for x in final(v)]) for v in VARIANTS}
     grpo_runs = [r for r in runs if r["variant"] == "grpo"]
-    return {"quick": quick, "sft_steps": SFT_STEPS, "rl_steps": runs[0]["config"]["steps"],
+    return {"quick": quick, "sft_steps": sft_steps, "rl_steps": runs[0]["config"]["steps"],
             "sft_seconds": sft_seconds, "heldout_exact_base": sft_summary["heldout_exact_before"],
             "heldout_exact_sft": start, "heldout_exact_final": {v: spread(final(v)) for v in VARIANTS},
             "gain_points": {v: {k: x * 100 if k != "n" else x for k, x in s.items()} for v, s in gain.items()},
@@ -124,7 +123,7 @@ def summarise(runs: list[dict[str, Any]], sft_summary: dict[str, Any], accept_sf
             "mtp_acceptance": {"sft": accept_sft,
                                "after_grpo": spread([r["mtp_acceptance_after_rl"] for r in grpo_runs]),
                                "after_retune": spread([r["mtp_acceptance_after_retune"] for r in grpo_runs])},
-            "runs": runs}
+            "runs": runs, "sft_twice_as_long": sft_long}
 
 
 def paired_points(d: dict[str, Any], a: str, b: str) -> dict[str, float]:
@@ -160,7 +159,7 @@ def rows(d: dict[str, Any]) -> list[dict[str, Any]]:
             m["after_grpo"]["mean"] < m["sft"] and m["after_retune"]["mean"] > m["after_grpo"]["mean"],
             f"{MTP_PAIRS} held-out prompts, greedy; re-tune: {RETUNE_STEPS} steps on the MTP module only"),
         row(f"Post-training control: SFT alone for {s2['steps']} steps (twice ours), held-out exact",
-            f"{s2['heldout_exact']:.1%} in {s2['seconds']:.0f} s", f"SFT {s2['steps'] // 2} steps: "
+            f"{s2['heldout_exact']:.1%} in {s2['seconds']:.0f} s", f"SFT {d['sft_steps']} steps: "
             f"{d['heldout_exact_sft']:.1%}", "— (a measurement)", None,
             "it sees the answers, RL only the checker: on this task more SFT is the cheaper way up; "
             "the lesson's point is the RL loop"),

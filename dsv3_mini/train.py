@@ -93,13 +93,12 @@ class TrainConfig:
         check_choice("balance", self.balance, BALANCE_POLICIES)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("device", self.device, DEVICES)  # whether this machine has it is checked when the run starts
-        check_positive(self, "steps", "batch_size", "seq_len", "eval_every", "eval_batches", "log_every", "save_every")
+        check_positive(self, "steps", "batch_size", "seq_len", "eval_every", "eval_batches", "log_every", "save_every",
+                       "threads")
         if self.mtp_depth is not None and self.mtp_depth < 0:
             raise ValueError(f"--mtp-depth {self.mtp_depth} must be 0 (no MTP) or more")
         if self.bias_update_speed is not None and self.bias_update_speed < 0:
             raise ValueError(f"--bias-update-speed {self.bias_update_speed} must be >= 0")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"--threads {self.threads} must be >= 1")
         if self.warmup_steps < 0 or (self.decay_steps is not None and self.decay_steps < 1):
             raise ValueError("warmup_steps must be >= 0 and decay_steps >= 1")
         if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
