@@ -41,6 +41,8 @@ SCHEMA = 1
 ITEMS = [
     ("train_step", "train_step", "run", "Performance", "training step vs transformers (same weights)"),
     ("mfu", "mfu", "run", "Performance", "model FLOP utilisation vs the matmul peak"),
+    ("time_to_quality", "time_to_quality", "run", "Performance",
+     "make train's run to the shipped validation loss: today's trainer vs issue 15's start"),
     ("moe_dispatch", "moe_dispatch", "run", "Performance", "grouped MoE dispatch vs a per-expert loop"),
     ("decoding", "decoding", "run", "Performance", "decoding at 1K/4K: absorbed/naive MLA, MHA"),
     ("speculative", "speculative", "run", "Performance", "MTP speculative decoding on the shipped checkpoint"),
