@@ -10,7 +10,8 @@ TORCH_PIN := torch==2.13.0
 # One numeric path on every x86-64 CPU, so the lessons' committed outputs (checked by nbval) are the numbers a learner
 # gets: torch's own kernels, MKL and oneDNN all use their AVX2 code, as on a CPU without AVX-512. Without these, an
 # AVX-512 machine rounds a few matrix products differently (e.g. FP8 vs BF16 0.071% instead of 0.078% in lesson 9) and
-# short training runs drift in the 3rd decimal. Measured: a mini training step takes the same time either way.
+# short training runs drift in the 3rd decimal. Measured (make bench, mfu): an fp32 training step is no slower pinned;
+# bf16 is (the pin turns off AVX-512 BF16 / AMX matrix code; the trainer warns, dsv3_mini.devices.cpu_bf16_capped).
 export ATEN_CPU_CAPABILITY := avx2
 export MKL_CBWR := AVX2
 export ONEDNN_MAX_CPU_ISA := AVX2

@@ -10,7 +10,9 @@ Moving a model to the CPU is a no-op, so the default path computes exactly what 
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
 import torch
 
@@ -43,3 +45,31 @@ def check_device(name: str, local_rank: int = 0) -> torch.device:
 def autocast_context(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
     """``torch.autocast`` on ``device``'s type in ``dtype`` (e.g. ``torch.bfloat16``); no context at all for None."""
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def cpu_bf16_capped(device: torch.device, dtype: torch.dtype | None) -> str | None:
+    """Why bf16 autocast on this CPU would run without its bf16 matrix code, or None when it would not.
+
+    The course's ``make`` targets export ``ONEDNN_MAX_CPU_ISA=AVX2`` (with ``ATEN_CPU_CAPABILITY`` and ``MKL_CBWR``)
+    so that lessons print the same digits on every x86-64 CPU. fp32 loses nothing by it, but a CPU with AVX-512 BF16
+    or AMX then multiplies bf16 by oneDNN's generic code: measured on the course's machine (``make bench``, item
+    ``mfu``), a 1024² bf16 matmul at a few GFLOP/s with the cap against ~700 without it, and ~130 in fp32.
+    """
+    if device.type != "cpu" or dtype != torch.bfloat16:
+        return None
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    if not cap or "AVX512" in cap or "AMX" in cap or cap == "ALL":
+        return None
+    if not cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        return None  # no bf16 matrix code to turn off
+    return (f"ONEDNN_MAX_CPU_ISA={cap} (the course's Makefile sets it for reproducible digits) turns off this CPU's "
+            "bf16 matrix code: bf16 matmuls run on a slow generic path, slower than fp32. For speed, run bf16 from "
+            "a shell without it (unset ATEN_CPU_CAPABILITY MKL_CBWR ONEDNN_MAX_CPU_ISA).")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        return set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return set()

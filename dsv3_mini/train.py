@@ -22,6 +22,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ from .cli import command_line, command_parser, config_from_args, run_command, se
 from .config import BALANCE_POLICIES, PRESETS, ModelConfig, check_choice, check_positive, preset
 from .data import Dataset, builtin_dataset, text_dataset
 from .data_parallel import DataParallel, data_parallel, is_main_process, local_rank, unwrap
-from .devices import DEVICES, autocast_context, check_device
+from .devices import DEVICES, autocast_context, check_device, cpu_bf16_capped
 from .fp8 import apply_fp8
 from .interrupt import deferred_interrupt
 from .model import DeepSeekV3, ModelOutput, cross_entropy
@@ -253,6 +254,9 @@ def _train(tc: TrainConfig, resume: bool, progress: bool, dataset: Dataset | Non
         tc = dataclasses.replace(TrainConfig(**meta["train_config"]), steps=tc.steps, out=tc.out, device=tc.device)
     if parallel:
         parallel.check_batch(tc.batch_size)
+    slow_bf16 = cpu_bf16_capped(device, PRECISIONS[tc.precision])
+    if slow_bf16 and main_rank:
+        warnings.warn(slow_bf16, RuntimeWarning, stacklevel=3)
     seed_everything(tc.seed, tc.threads)
     dataset = dataset or load_dataset(tc)
     model = DeepSeekV3(tc.model_config()).train()

@@ -123,3 +123,13 @@ def test_generate_benchmarks_check_their_tokens(tmp_path):
     assert bench["hf_generate"]["data"]["identical_tokens"] is True
     sampling = bench["batch_sampling"]["data"]
     assert sampling["greedy_rows_equal_batch_1"] == sampling["greedy_rows_checked"] > 0
+
+
+def test_mfu_measures_again_without_the_numeric_pin():
+    """The MFU item's second measurement runs in a child process whose environment has none of the Makefile's pins
+    (quick mode; no timing is asserted)."""
+    from benchmarks import mfu
+
+    free = mfu.measure_unpinned(quick=True)
+    assert free["env"] == {k: None for k in mfu.PINS}
+    assert {"fp32", "bf16"} <= set(free) and free["bf16"]["peak_flops_per_s"] > 0
