@@ -35,7 +35,7 @@ def configs(quick: bool, max_positions: int) -> dict:
             "mha": base.replace(attention="mha", head_dim=mha_head)}
 
 
-@torch.no_grad()
+@torch.inference_mode()  # as generate() runs
 def prefill(model: DeepSeekV3, prompt: torch.Tensor):
     cache = model.new_cache()
     for chunk in prompt.split(CHUNK, dim=1):
@@ -43,7 +43,7 @@ def prefill(model: DeepSeekV3, prompt: torch.Tensor):
     return cache, logits
 
 
-@torch.no_grad()
+@torch.inference_mode()  # as generate() runs
 def decode(model: DeepSeekV3, cache, logits: torch.Tensor, context: int, new: int) -> torch.Tensor:
     """``new`` greedy steps after the cached context (the cache is cropped back first); returns the new tokens."""
     cache.crop(context)

@@ -35,7 +35,7 @@ def prompts(count: int, length: int) -> list[torch.Tensor]:
     return [val[s : s + length] for s in picks.tolist()]
 
 
-@torch.no_grad()
+@torch.inference_mode()  # as generate() runs
 def step_costs(model, prompt: torch.Tensor, reps: int = 20) -> dict[str, float]:
     """Median seconds, after ``prompt`` is cached, of a main-model forward on 1 and on 2 new tokens (plain decoding
     and a verify step) and of one MTP draft (the MTP block and the head on one position)."""

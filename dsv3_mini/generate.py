@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from .kv_cache import KVCache
 from .model import DeepSeekV3
+
+R = TypeVar("R")
+
+
+def decoding(fn: Callable[..., R]) -> Callable[..., R]:
+    """Run a decoding function under ``torch.inference_mode`` and hand back normal tensors.
+
+    Inference mode skips autograd's bookkeeping (version counters, views' metadata) that ``no_grad`` still keeps: a
+    greedy 1,024 + 64-token ``generate`` of "mini" went from 168 to 148 ms (one measurement; ``make bench``'s
+    ``hf_generate``). The same kernels run, so the tokens are the same. The returned tensors are cloned outside it:
+    inference tensors cannot be saved for a later backward, and GRPO trains on the tokens it sampled.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode():
+            out = fn(*args, **kwargs)
+        if isinstance(out, tuple):
+            return tuple(x.clone() if isinstance(x, torch.Tensor) else x for x in out)
+        return out.clone()
+    return wrapper
 
 
 def as_batch(prompt: torch.Tensor | Sequence[int]) -> torch.Tensor:
@@ -33,7 +55,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 
 
-@torch.no_grad()
+@decoding
 def generate(model: DeepSeekV3, prompt: torch.Tensor | Sequence[int], max_new_tokens: int,
              temperature: float = 0.0, top_k: int | None = None,
              generator: torch.Generator | None = None) -> torch.Tensor:
@@ -90,7 +112,7 @@ class SpeculativeStats:
         return self.new_tokens / self.forward_passes if self.forward_passes else 0.0
 
 
-@torch.no_grad()
+@decoding
 def speculative_generate(model: DeepSeekV3, prompt: torch.Tensor | Sequence[int],
                          max_new_tokens: int) -> tuple[torch.Tensor, SpeculativeStats]:
     """Greedy decoding where MTP module 1 drafts the token after next and the main model verifies it.

@@ -82,3 +82,16 @@ def test_a_sampled_group_is_reproducible_and_its_rows_differ(tiny_model):
             for _ in range(2))
     assert torch.equal(a, b)
     assert len({tuple(r.tolist()) for r in a}) > 1
+
+
+def test_decoded_tokens_can_be_trained_on():
+    """generate runs under inference mode but returns normal tensors: a training forward on the sampled tokens (as
+    GRPO's) can save them for backward."""
+    torch.manual_seed(0)
+    model = DeepSeekV3(preset("tiny")).eval()
+    out = generate(model, torch.tensor([[5, 17, 42, 99]]), max_new_tokens=4, temperature=1.0,
+                   generator=torch.Generator().manual_seed(0))
+    assert not out.is_inference()
+    loss = model.train()(out[:, :-1], targets=out[:, 1:]).loss
+    loss.backward()
+    assert model.embed.weight.grad is not None

@@ -86,6 +86,7 @@ def test_speculative_decoding_returns_exactly_greedy_tokens():
     tokens, stats = speculative_generate(model, prompt, 25)
     assert torch.equal(tokens, generate(model, prompt, 25))
     assert stats.new_tokens == 25 and stats.forward_passes >= 1
+    assert not tokens.is_inference()  # decoded under inference mode, returned as a normal tensor
 
 
 def test_trained_mtp_drafts_are_accepted_and_save_forward_passes():
