@@ -52,11 +52,15 @@ def bench_data(name: str, path: Path = BENCH_RESULTS) -> dict[str, Any]:
     return bench_item(name, path)["data"]
 
 
-def run_date(path: Path = BENCH_RESULTS) -> str:
-    """When the committed run was made, and on what: one line for a lesson to print under a quoted table."""
+def run_date(item: str, path: Path = BENCH_RESULTS) -> str:
+    """When the committed run measured ``item``, and on what: one line for a lesson to print under a quoted table.
+
+    The item's own date, not the run's: ``make bench --only other_items`` rewrites the run's date but keeps this
+    item's numbers, so the lesson's printed line (and nbval's stored output) stays true."""
     r = load(path)
     m = r["machine"]
-    return f"make bench of {r['date'][:10]} ({m['cpu']}, {m['cores']} cores, torch {m['torch']})"
+    date = bench_item(item, path).get("date", r["date"])
+    return f"make bench of {date[:10]} ({m['cpu']}, {m['cores']} cores, torch {m['torch']})"
 
 
 BALANCING_POLICIES = {"loss_free": "loss-free, γ scaled", "loss_free_v3_gamma": "loss-free, V3's γ = 0.001",
@@ -68,7 +72,7 @@ def balancing_table(path: Path = BENCH_RESULTS) -> str:
     MaxVio_global on validation, validation loss and domain ↔ expert mutual information, mean ± std over seeds."""
     bal = bench_data("repro_balance", path)
     seeds = len(bal["val_loss"]["loss_free"]["values"])
-    lines = [f"{run_date(path)}; {bal['steps']} steps, {seeds} seeds, mean ± std",
+    lines = [f"{run_date('repro_balance', path)}; {bal['steps']} steps, {seeds} seeds, mean ± std",
              f"{'policy':<27}{'MaxVio_global':>15}{'validation loss':>20}{'MI domain-expert':>19}"]
     names = {**BALANCING_POLICIES, "loss_free": f"loss-free, γ = {bal['gamma']:.4f}"}
     for key, name in names.items():

@@ -557,7 +557,7 @@ print(f"the seed-to-seed difference is {abs(seed_gap) / abs(fp8_gap):.0f}× the 
 
 # %%
 fp8_bench = bench_data("repro_fp8")
-print(f"{run_date()}: mini, 120 steps, 3 seeds")
+print(f"{run_date('repro_fp8')}: mini, 120 steps, 3 seeds")
 for key, what in (("relative_error", "FP8 vs BF16 (the report's comparison)"),
                   ("bf16_vs_fp32", "BF16 vs FP32 (no FP8 at all)")):
     print(f"  {what:<40} {100 * fp8_bench[key]['mean']:.2f}% ± {100 * fp8_bench[key]['std']:.2f}%")

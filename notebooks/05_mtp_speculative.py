@@ -208,7 +208,7 @@ assert torch.allclose(rebuilt, out.loss)
 
 # %%
 mtp = bench_data("repro_mtp")
-print(f"{run_date()}:")
+print(f"{run_date('repro_mtp')}:")
 print("main model's validation loss (nats/byte), mean ± std of 3 seeds")
 for key, what in (("equal_steps", "120 steps each"), ("equal_steps_long", "900 steps each"),
                   ("equal_time", f"equal wall clock: 120 vs {mtp['equal_time_steps']} steps")):

@@ -284,7 +284,7 @@ record(claim="MTP 2nd-token acceptance", source="V3 report (FACTS: MTP)", report
            "than on real text with a 129K-token vocabulary.")
 spec = bench_row("speculative", "MTP speculative decoding: wall-clock")
 spec_data = bench_data("speculative")
-print(f"{run_date()}: wall clock {spec['ours']}")
+print(f"{run_date('speculative')}: wall clock {spec['ours']}")
 record(claim="speed-up from MTP drafts", source="V3 §5.4.3 (FACTS: MTP)", report="≈ 1.8× TPS",
        ours=f"{spec_data['speedup']:.2f}× wall clock (ceiling: {tpf:.2f} tokens per forward)",
        ok=abs(spec_data["speedup"] - 1.8) <= 0.15, tolerance="wall clock within 0.15 of 1.8×",
@@ -360,7 +360,7 @@ record(claim="promotion to FP32 every 128", source="FACTS (FP8)", report="fixes 
 
 # %%
 fp8_data = bench_data("repro_fp8")
-print(f"{run_date()}:")
+print(f"{run_date('repro_fp8')}:")
 print(f"  FP8 vs BF16, smoothed training loss: {100 * fp8_data['relative_error']['mean']:.2f}% "
       f"± {100 * fp8_data['relative_error']['std']:.2f}% (3 seeds)")
 print(f"  BF16 vs FP32, no FP8 at all:         {100 * fp8_data['bf16_vs_fp32']['mean']:.2f}% "

@@ -56,3 +56,13 @@ def test_simulations_are_not_report_claims():
     selfchecks = stored_table("| | check | of | expected")
     assert "bias rule balances a skewed router" in selfchecks and "bias rule balances a skewed router" not in report
     assert "same logits as transformers' DeepseekV3" in selfchecks
+
+
+def test_a_quoted_item_is_dated_by_its_own_measurement():
+    """Lessons print the date of the item they quote: re-running other items (`--only`) leaves their output true."""
+    from course.bench_results import bench_item, run_date
+
+    for item in ("repro_fp8", "speculative", "repro_balance"):
+        assert f"make bench of {bench_item(item)['date'][:10]} " in run_date(item)
+    with pytest.raises(KeyError, match="no_such_item"):
+        run_date("no_such_item")
