@@ -154,3 +154,11 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": THREADS, "torch": torch.__version__,
             "transformers": tf_version, "python": platform.python_version(), "platform": platform.platform(),
             "load_average_1min_at_start": load}
+
+
+def print_ms_table(rows: list[tuple[str, dict[str, float]]], keys: list[str], digits: int) -> None:
+    """A profile's Markdown table on stdout: one row per (name, {key: ms}), ``ops`` as a whole number."""
+    print("| ms per step | " + " | ".join(keys) + " |")
+    print("|---|" + "---|" * len(keys))
+    for name, r in rows:
+        print(f"| {name} | " + " | ".join(f"{r.get(k, 0.0):.{0 if k == 'ops' else digits}f}" for k in keys) + " |")

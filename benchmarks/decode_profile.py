@@ -31,7 +31,7 @@ from dsv3_mini import DeepSeekV3, seed_everything
 from dsv3_mini.kv_cache import KVCache
 from dsv3_mini.moe import MoE, SwiGLU
 
-from .common import THREADS
+from .common import THREADS, print_ms_table
 from .decoding import configs, decode, prefill
 
 
@@ -144,10 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         for context in contexts:
             rows.append((f"{kind} @ {context}", breakdown(model, context)))
     keys = list(dict.fromkeys(k for _, r in rows for k in r))
-    print("| ms per step | " + " | ".join(keys) + " |")
-    print("|---|" + "---|" * len(keys))
-    for name, r in rows:
-        print(f"| {name} | " + " | ".join(f"{r.get(k, 0.0):.{0 if k == 'ops' else 2}f}" for k in keys) + " |")
+    print_ms_table(rows, keys, 2)
 
 
 if __name__ == "__main__":

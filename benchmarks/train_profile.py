@@ -26,7 +26,7 @@ from dsv3_mini.data import builtin_dataset
 from dsv3_mini.interop import to_transformers
 from dsv3_mini.model import cross_entropy
 
-from .common import THREADS
+from .common import THREADS, print_ms_table
 from .decode_profile import trivial_op_ms
 
 # operator name (without "aten::") -> category; anything else is "other"
@@ -103,10 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     rows = [(name, profile_step(fn)) for name, fn in steps(args.threads).items()]
     keys = ["step", *CATEGORIES, "other", "ops", "floor"]
-    print("| ms per step | " + " | ".join(keys) + " |")
-    print("|---|" + "---|" * len(keys))
-    for name, r in rows:
-        print(f"| {name} | " + " | ".join(f"{r.get(k, 0.0):.{0 if k == 'ops' else 1}f}" for k in keys) + " |")
+    print_ms_table(rows, keys, 1)
 
 
 if __name__ == "__main__":
