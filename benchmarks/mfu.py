@@ -15,7 +15,6 @@ script run outside ``make`` gets them. The pin costs fp32 nothing, but it turns 
 that has one (AVX-512 BF16, AMX): oneDNN then multiplies bf16 by a slow generic path, whose peak can be below fp32's.
 """
 
-
 from __future__ import annotations
 
 import argparse

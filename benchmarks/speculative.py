@@ -4,10 +4,9 @@ The checkpoint ``checkpoints/mini/model.safetensors`` (``make train``) is loaded
 ``dsv3_mini.checkpoint.load_model``. Prompts are windows of the validation split of ``builtin_dataset(seed=0)`` that
 start at a line start. For each prompt, plain greedy ``generate(..., temperature=0.0)`` and ``speculative_generate`` run
 once each, the one going first alternating between prompts (batch 1), in ``ROUNDS`` passes over the prompts; their
-outputs must be identical. Acceptance =
-accepted drafts / drafted over all prompts; speed-up = total plain seconds / total speculative seconds (and the spread
-of per-prompt ratios). The costs of one plain step, one 2-token verify and one MTP draft are timed too: they bound the
-speed-up this model can get. The V3 report: 85–90% acceptance, about 1.8×.
+outputs must be identical. Acceptance = accepted drafts / drafted over all prompts; speed-up = total plain seconds /
+total speculative seconds (and the spread of per-prompt ratios). The costs of one plain step, one 2-token verify and
+one MTP draft are timed too: they bound the speed-up this model can get. The V3 report: 85–90% acceptance, about 1.8×.
 """
 
 from __future__ import annotations

@@ -18,16 +18,13 @@ import statistics
 import time
 from collections import defaultdict
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
-from dsv3_mini import DeepSeekV3, preset, seed_everything
-from dsv3_mini.data import builtin_dataset
-from dsv3_mini.interop import to_transformers
-from dsv3_mini.model import cross_entropy
+from dsv3_mini import seed_everything
 
 from .common import THREADS, print_ms_table
 from .decode_profile import trivial_op_ms
+from .train_step import same_weights, setup
 
 # operator name (without "aten::") -> category; anything else is "other"
 CATEGORIES = {
@@ -80,21 +77,9 @@ def profile_step(step, reps: int = 9, profiled: int = 3) -> dict[str, float]:
 def steps(threads: int = THREADS):
     """The two step functions of ``train_step`` (ours, transformers'), on the same weights and batch."""
     seed_everything(0, threads)
-    cfg = preset("mini").replace(num_nextn_predict_layers=0)
-    data = builtin_dataset(train_bytes=200_000, val_bytes=10_000, seed=0)
-    tokens, targets, _ = data.get_batch("train", 12, 256, torch.Generator().manual_seed(0))
-    ours = DeepSeekV3(cfg).train()
-    hf = to_transformers(ours).train()
-
-    def ours_step():
-        ours.zero_grad(set_to_none=True)
-        ours(tokens, targets=targets).loss.backward()
-
-    def hf_step():
-        hf.zero_grad(set_to_none=True)
-        cross_entropy(hf(input_ids=tokens, use_cache=False).logits, targets).backward()
-
-    return {"dsv3_mini": ours_step, "transformers": hf_step}
+    cfg, (batch, seq), _ = setup(quick=False)
+    s = same_weights(cfg, batch, seq)
+    return {"dsv3_mini": s.ours_step, "transformers": s.hf_step}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,6 +12,8 @@ per-expert loop, its default before ``grouped_mm``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from dsv3_mini import DeepSeekV3, preset, seed_everything
@@ -32,35 +34,53 @@ def setup(quick: bool):
     return preset("mini").replace(num_nextn_predict_layers=0), (12, 256), 15
 
 
-def run(quick: bool = False) -> dict:
-    seed_everything(0, THREADS)
-    cfg, (batch, seq), reps = setup(quick)
+@dataclass
+class SameWeights:
+    """Our model and transformers' with one set of weights, the batch they train on, and a training step (forward +
+    loss + backward) for each kind of model: ``ours_step(model)``, ``hf_step(model)``."""
+
+    tokens: torch.Tensor
+    targets: torch.Tensor
+    ours: DeepSeekV3
+    hf: torch.nn.Module
+
+    def ours_step(self, model: DeepSeekV3 | None = None) -> None:
+        model = model or self.ours
+        model.zero_grad(set_to_none=True)
+        model(self.tokens, targets=self.targets).loss.backward()
+
+    def hf_step(self, model: torch.nn.Module | None = None) -> None:
+        model = model or self.hf
+        model.zero_grad(set_to_none=True)
+        cross_entropy(model(input_ids=self.tokens, use_cache=False).logits, self.targets).backward()
+
+
+def same_weights(cfg, batch: int, seq: int) -> SameWeights:
+    """Build ``cfg`` (random weights from the current seed), its transformers copy and a training batch."""
     data = builtin_dataset(train_bytes=200_000, val_bytes=10_000, seed=0)
     tokens, targets, _ = data.get_batch("train", batch, seq, torch.Generator().manual_seed(0))
     ours = DeepSeekV3(cfg).train()
+    return SameWeights(tokens, targets, ours, to_transformers(ours).train())
+
+
+def run(quick: bool = False) -> dict:
+    seed_everything(0, THREADS)
+    cfg, (batch, seq), reps = setup(quick)
+    s = same_weights(cfg, batch, seq)
     absorbed = DeepSeekV3(cfg.replace(mla_impl="absorbed")).train()
-    absorbed.load_state_dict(ours.state_dict())
-    hf = to_transformers(ours).train()
-    hf_eager = to_transformers(ours).train()  # transformers' per-expert loop instead of grouped_mm
+    absorbed.load_state_dict(s.ours.state_dict())
+    hf_eager = to_transformers(s.ours).train()  # transformers' per-expert loop instead of grouped_mm
     hf_eager.config._experts_implementation = "eager"
 
     with torch.no_grad():  # the same model: the same loss on the same batch
-        loss_ours = float(ours(tokens, targets=targets).main_loss)
-        loss_hf = float(cross_entropy(hf(input_ids=tokens, use_cache=False).logits, targets))
+        loss_ours = float(s.ours(s.tokens, targets=s.targets).main_loss)
+        loss_hf = float(cross_entropy(s.hf(input_ids=s.tokens, use_cache=False).logits, s.targets))
     if abs(loss_ours - loss_hf) > 1e-3:
         raise RuntimeError(f"the two models disagree (loss {loss_ours:.5f} vs {loss_hf:.5f}): no fair comparison")
 
-    def ours_step(model=ours):
-        model.zero_grad(set_to_none=True)
-        model(tokens, targets=targets).loss.backward()
-
-    def hf_step(model=hf):
-        model.zero_grad(set_to_none=True)
-        cross_entropy(model(input_ids=tokens, use_cache=False).logits, targets).backward()
-
-    times = interleave({"dsv3_mini": ours_step, "transformers": hf_step,
-                        "dsv3_mini_absorbed_mla": lambda: ours_step(absorbed),
-                        "transformers_eager_experts": lambda: hf_step(hf_eager)}, reps)
+    times = interleave({"dsv3_mini": s.ours_step, "transformers": s.hf_step,
+                        "dsv3_mini_absorbed_mla": lambda: s.ours_step(absorbed),
+                        "transformers_eager_experts": lambda: s.hf_step(hf_eager)}, reps)
     n = batch * seq
     tps = {k: summary([n / t for t in v]) for k, v in times.items()}
     speedup = paired_ratio(times["transformers"], times["dsv3_mini"])
@@ -86,8 +106,8 @@ def run(quick: bool = False) -> dict:
     ]
     return {"rows": rows, "data": {
         "config": cfg.name, "batch": batch, "seq_len": seq, "reps": reps, "mla_impl": cfg.mla_impl,
-        "transformers_attn": hf.config._attn_implementation,
-        "transformers_experts": getattr(hf.config, "_experts_implementation", None),
+        "transformers_attn": s.hf.config._attn_implementation,
+        "transformers_experts": getattr(s.hf.config, "_experts_implementation", None),
         "loss_ours": loss_ours, "loss_transformers": loss_hf, "step_seconds": times, "tokens_per_s": tps,
         "speedup": speedup, "speedup_absorbed_mla": speedup_absorbed,
         "speedup_vs_transformers_eager_experts": speedup_eager, "goal": GOAL, "met": met,

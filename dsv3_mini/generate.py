@@ -19,9 +19,10 @@ def decoding(fn: Callable[..., R]) -> Callable[..., R]:
     """Run a decoding function under ``torch.inference_mode`` and hand back normal tensors.
 
     Inference mode skips autograd's bookkeeping (version counters, views' metadata) that ``no_grad`` still keeps: a
-    greedy 1,024 + 64-token ``generate`` of "mini" went from 168 to 148 ms (one measurement; ``make bench``'s
-    ``hf_generate``). The same kernels run, so the tokens are the same. The returned tensors are cloned outside it:
-    inference tensors cannot be saved for a later backward, and GRPO trains on the tokens it sampled.
+    greedy 1,024 + 64-token ``generate`` of "mini" went from 207 to 186 ms (median of 12 paired calls; see
+    benchmarks/README.md, "Decoding profile"). The same kernels run, so the tokens are the same. The returned
+    tensors are cloned outside it: inference tensors cannot be saved for a later backward, and GRPO trains on the
+    tokens it sampled.
     """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

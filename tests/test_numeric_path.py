@@ -23,6 +23,9 @@ def test_makefile_and_conftest_pin_the_same_path():
     exported = dict(re.findall(r"^export (\w+) := (\S+)$", (ROOT / "Makefile").read_text(), re.M))
     assert exported == root_conftest_pins()
     assert set(exported) == {"ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA"}
+    from benchmarks import mfu
+
+    assert set(mfu.PINS) == set(exported)  # what the MFU item removes to measure off the pinned path
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the pin names x86-64 code paths")
