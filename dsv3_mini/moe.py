@@ -24,6 +24,9 @@ from torch import nn
 
 from .config import ModelConfig
 
+# the most (token, expert) pairs MoE runs with torch._grouped_mm instead of its expert loop (MoE._grouped_experts)
+GROUPED_MAX_PAIRS = 512
+
 
 class SwiGLU(nn.Module):
     """FFN(x) = W2 (silu(W1 x) ⊙ W3 x): (..., dim) -> (..., dim). Used for dense layers and shared experts."""
@@ -145,10 +148,41 @@ class MoE(nn.Module):
         k = routing.indices.shape[1]
         order = routing.indices.flatten().argsort(stable=True)  # (token, slot) pairs grouped by expert
         token = order // k
-        counts = routing.counts.tolist()
         xs = flat.index_select(0, token)  # its backward is deterministic on several threads; flat[token] is not
         gates = routing.weights.flatten()[order, None].to(x.dtype)
         out = torch.zeros_like(flat)
+        if self._grouped_ok(xs):
+            self._grouped_experts(xs, gates, token, routing.counts, out)
+        else:
+            self._expert_loop(xs, gates, token, routing.counts.tolist(), out)
+        if self.shared is not None:
+            out = out + self.shared(flat)
+        return out.view(shape)
+
+    def _grouped_ok(self, xs: torch.Tensor) -> bool:
+        """Whether the few-token path may run: no autograd, plain matmuls in the weights' dtype, ≤ GROUPED_MAX_PAIRS."""
+        return (len(xs) <= GROUPED_MAX_PAIRS and self.linear is F.linear and xs.dtype == self.w1.dtype
+                and not (torch.is_grad_enabled() and self.w1.requires_grad)
+                and not torch.is_autocast_enabled(xs.device.type))
+
+    def _grouped_experts(self, xs: torch.Tensor, gates: torch.Tensor, token: torch.Tensor, counts: torch.Tensor,
+                         out: torch.Tensor) -> None:
+        """All experts in three ``torch._grouped_mm`` calls (one per matrix) on the expert-sorted pairs ``xs``.
+
+        For decoding, verifying and sampling (a few tokens, no gradient): a fixed handful of operators whatever the
+        number of experts reached, where the loop runs ~8 per expert (1 token × 4 experts: 147 → 128 µs, 2 tokens:
+        217 → 152 µs, 64 tokens: 737 → 530 µs, one-off measurements). Bitwise the same as the loop (each group is
+        the same matmul on the same rows; ``tests/test_moe.py``). Slower than the loop from ~400 tokens on, so
+        training and long prefills keep the loop.
+        """
+        offs = counts.cumsum(0).to(torch.int32)
+        h = (F.silu(torch._grouped_mm(xs, self.w1.transpose(1, 2), offs=offs))
+             * torch._grouped_mm(xs, self.w3.transpose(1, 2), offs=offs))
+        out.index_add_(0, token, torch._grouped_mm(h, self.w2.transpose(1, 2), offs=offs) * gates)
+
+    def _expert_loop(self, xs: torch.Tensor, gates: torch.Tensor, token: torch.Tensor, counts: list[int],
+                     out: torch.Tensor) -> None:
+        """Expert by expert on its contiguous slice of the expert-sorted pairs (training's path)."""
         lin = self.linear
         # Expert by expert, each slice's output is weighted and added in while it is still in the CPU's cache: the
         # same additions in the same order as one index_add_ of all slices, without a (T·K, hidden) concatenation
@@ -159,6 +193,3 @@ class MoE(nn.Module):
                                              self.w1.unbind(), self.w3.unbind(), self.w2.unbind(), strict=True):
             if len(chunk):
                 out.index_add_(0, tok, lin(F.silu(lin(chunk, w1)) * lin(chunk, w3), w2) * g)
-        if self.shared is not None:
-            out = out + self.shared(flat)
-        return out.view(shape)

@@ -186,3 +186,40 @@ def test_dispatch_is_bitwise_the_concatenated_one(threads):
         (out * probe).sum().backward()
         results.append([out.detach(), xi.grad] + [p.grad for p in moe.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
+
+
+@pytest.mark.parametrize("tokens", [1, 2, 7, 64, 128])
+def test_few_token_path_is_bitwise_the_expert_loop(tokens):
+    """Decoding, verifying and sampling (no autograd, ≤ GROUPED_MAX_PAIRS pairs) run the grouped path; same bits."""
+    from dsv3_mini import moe as moe_module
+    from dsv3_mini import seed_everything
+
+    seed_everything(0, threads=2)
+    cfg = preset("mini")
+    moe = MoE(cfg).eval()
+    with torch.no_grad():
+        moe.gate.bias.uniform_(-0.05, 0.05)
+    x = torch.randn(1, tokens, cfg.hidden_size)
+    flat = x.reshape(-1, cfg.hidden_size)
+    with torch.inference_mode():
+        assert moe._grouped_ok(flat.repeat_interleave(cfg.num_experts_per_tok, 0))
+        grouped = moe(x)
+        saved, moe_module.GROUPED_MAX_PAIRS = moe_module.GROUPED_MAX_PAIRS, 0
+        try:
+            assert not moe._grouped_ok(flat)
+            looped = moe(x)
+        finally:
+            moe_module.GROUPED_MAX_PAIRS = saved
+    assert torch.equal(grouped, looped)
+    assert torch.equal(grouped, _concatenated_moe(moe, x).detach())
+
+
+def test_few_token_path_stays_out_of_training_and_fp8():
+    cfg = preset("mini")
+    moe = MoE(cfg)
+    xs = torch.randn(8, cfg.hidden_size)
+    assert not moe._grouped_ok(xs)  # autograd records: the loop (training's path)
+    with torch.no_grad():
+        assert moe._grouped_ok(xs)
+        moe.linear = lambda a, w: F.linear(a, w)  # an FP8 simulation or any other matmul: the loop calls it
+        assert not moe._grouped_ok(xs)
