@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import torch
@@ -97,12 +98,16 @@ def generate(model: DeepSeekV3, prompt: torch.Tensor | Sequence[int], max_new_to
 @dataclass
 class SpeculativeStats:
     """Counts of a speculative run: ``drafted`` MTP proposals, ``accepted`` of them, ``forward_passes`` of the main
-    model (the prefill included), ``new_tokens`` produced."""
+    model (the prefill included), ``new_tokens`` produced; and where its time went (wall clock, not printed):
+    ``verify_seconds`` in the main model's verify forwards, ``draft_seconds`` in the MTP drafts (the first included).
+    """
 
     drafted: int = 0
     accepted: int = 0
     forward_passes: int = 0
     new_tokens: int = 0
+    verify_seconds: float = field(default=0.0, repr=False, compare=False)
+    draft_seconds: float = field(default=0.0, repr=False, compare=False)
 
     @property
     def acceptance_rate(self) -> float:
@@ -144,9 +149,12 @@ def speculative_generate(model: DeepSeekV3, prompt: torch.Tensor | Sequence[int]
 
     def draft_from(h: torch.Tensor, next_tokens: torch.Tensor) -> torch.Tensor:
         # MTP position i pairs h_i with the embedding of token i+1; both are final by now
+        start = time.perf_counter()
         cos, sin = model.rope(len(mtp_cache), h.shape[1])
         hk = mtp(h, model.embed(next_tokens), cos, sin, mtp_cache)
-        return model.head(mtp.norm(hk[:, -1:])).argmax(-1)
+        draft = model.head(mtp.norm(hk[:, -1:])).argmax(-1)
+        stats.draft_seconds += time.perf_counter() - start
+        return draft
 
     out = model(tokens, cache=cache, logits_to_keep=1)
     stats.forward_passes += 1
@@ -154,7 +162,9 @@ def speculative_generate(model: DeepSeekV3, prompt: torch.Tensor | Sequence[int]
     draft = draft_from(out.hidden_states, torch.cat([tokens[:, 1:], nxt], dim=1))
     produced, count = [nxt], 1
     while count < max_new_tokens:
+        start = time.perf_counter()
         verify = model(torch.cat([nxt, draft], dim=1), cache=cache)
+        stats.verify_seconds += time.perf_counter() - start
         stats.forward_passes += 1
         stats.drafted += 1
         predicted = verify.logits.argmax(-1)  # (1, 2): the token after nxt, and after the draft
