@@ -342,11 +342,12 @@ print(f"of the naive path's, 2·d_c·n_h·(d_h + d_v) = {expansion:,} are the re
 # %%
 decoding = bench_data("decoding")
 print(run_date("decoding"))
-for key, label in (("4096", "1 sequence "), ("4096_batch8", "8 sequences")):
+print(f"{'tok/s at 4,096 context':<24}{'absorbed MLA':>13}{'MHA':>7}{'naive MLA':>11}{'absorbed / MHA':>16}")
+for key, label in (("4096", "1 sequence"), ("4096_batch8", "8 sequences together")):
     e = decoding[key]
     tps = {k: e[k]["tokens_per_s"]["median"] for k in ("mla_absorbed", "mha", "mla_naive")}
-    print(f"{label} at 4,096 context: absorbed MLA {tps['mla_absorbed']:,.0f} tok/s, MHA {tps['mha']:,.0f}, "
-          f"naive MLA {tps['mla_naive']:,.0f}; absorbed / MHA {e['speedup_vs']['mha']['median']:.2f}×")
+    print(f"{label:<24}{tps['mla_absorbed']:>13,.0f}{tps['mha']:>7,.0f}{tps['mla_naive']:>11,.0f}"
+          f"{e['speedup_vs']['mha']['median']:>15.2f}×")
 
 # %% [markdown] slideshow={"slide_type": "slide"}
 # ## Decoding with a cache gives the same logits as the full sequence
