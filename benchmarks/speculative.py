@@ -2,15 +2,15 @@
 
 The checkpoint ``checkpoints/mini/model.safetensors`` (``make train``) is loaded with
 ``dsv3_mini.checkpoint.load_model``. Prompts are windows of the validation split of ``builtin_dataset(seed=0)`` that
-start at a line start. For each prompt, plain greedy ``generate(..., temperature=0.0)`` and ``speculative_generate`` run
-once each, the one going first alternating between prompts (batch 1), in ``ROUNDS`` passes over the prompts; their
+start at a line start. For each prompt, plain greedy ``generate(..., temperature=0.0)`` and ``speculative_generate``
+run once each, the one going first alternating between prompts (batch 1), in ``ROUNDS`` passes over the prompts; their
 outputs must be identical. Acceptance = accepted drafts / drafted over all prompts; speed-up = total plain seconds /
 total speculative seconds (and the spread of per-prompt ratios). What bounds the speed-up is timed inside the runs
 themselves: ``SpeculativeStats`` adds up the seconds of the verify forwards and of the drafts, and a plain step is the
 plain runs' seconds per new token (their 64-token prefills included, ~1%). An earlier version timed a verify and a
-draft apart, on a cropped cache: a 2-token verify looked 1.01-1.21x a 1-token forward there, 1.36x in the loop (every
-linear layer on 2 rows is a GEMM where 1 row is a GEMV: 4.6 vs 2.4 us at 192 -> 96), and the bound it printed was too
-high. The V3 report: 85–90% acceptance, about 1.8×.
+draft apart, on a cropped cache: a 2-token verify looked 1.01-1.21x a 1-token forward there, 1.23-1.36x in the loop
+(every linear layer on 2 rows is a GEMM where 1 row is a GEMV: 4.6 vs 2.4 us at 192 -> 96), and the bound it printed
+was too high. The V3 report: 85–90% acceptance, about 1.8×.
 """
 
 from __future__ import annotations
