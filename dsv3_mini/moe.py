@@ -170,10 +170,11 @@ class MoE(nn.Module):
         """All experts in three ``torch._grouped_mm`` calls (one per matrix) on the expert-sorted pairs ``xs``.
 
         For decoding, verifying and sampling (a few tokens, no gradient): a fixed handful of operators whatever the
-        number of experts reached, where the loop runs ~8 per expert (1 token × 4 experts: 147 → 128 µs, 2 tokens:
-        217 → 152 µs, 64 tokens: 737 → 530 µs, one-off measurements). Bitwise the same as the loop (each group is
-        the same matmul on the same rows; ``tests/test_moe.py``). Slower than the loop from ~400 tokens on, so
-        training and long prefills keep the loop.
+        number of experts reached, where the loop runs ~8 per expert. The experts timed alone: 1 token × 4 experts
+        147 → 128 µs, 2 tokens 217 → 152 µs, 64 tokens 737 → 530 µs; in a whole decoding step of "mini", where the
+        other ~400 operators stay, a few percent (benchmarks/README.md, "Decoding profile"). Bitwise the same as the
+        loop (each group is the same matmul on the same rows; ``tests/test_moe.py``). Slower than the loop from ~400
+        tokens on, so training and long prefills keep the loop.
         """
         offs = counts.cumsum(0).to(torch.int32)
         h = (F.silu(torch._grouped_mm(xs, self.w1.transpose(1, 2), offs=offs))
