@@ -59,8 +59,8 @@ def decode(model: DeepSeekV3, cache, logits: torch.Tensor, context: int, new: in
     return torch.cat(out, dim=1)
 
 
-def measure(models: dict, cfgs: dict, prompt: torch.Tensor, new: int, reps: int, check_generate: bool) -> tuple:
-    """Prefill every model with ``prompt`` (batch, context), time ``new`` greedy steps: (entry, times)."""
+def measure(models: dict, cfgs: dict, prompt: torch.Tensor, new: int, reps: int, check_generate: bool) -> dict:
+    """Prefill every model with ``prompt`` (batch, context), time ``new`` greedy steps: the item's data entry."""
     context = prompt.shape[1]
     state = {k: prefill(m, prompt) for k, m in models.items()}
     tokens = {k: decode(m, *state[k], context, new) for k, m in models.items()}
@@ -84,7 +84,18 @@ def measure(models: dict, cfgs: dict, prompt: torch.Tensor, new: int, reps: int,
         if k == "mla_naive":
             entry[k]["expanded_kv_bytes_per_token_fp32"] = naive_mla_bytes_per_token(cfg, 4)
     entry["speedup_vs"] = {k: paired_ratio(times[k], times["mla_absorbed"]) for k in ("mha", "mla_naive")}
-    return entry, times
+    return entry
+
+
+def speed_row(entry: dict, title: str, longest: bool, note: str) -> dict:
+    """The tok/s row of one measurement: the goal (2× MHA and naive) at the longest context, absorbed ≥ naive before."""
+    a, n, m = entry["mla_absorbed"], entry["mla_naive"], entry["mha"]
+    x_mha, x_naive = entry["speedup_vs"]["mha"]["median"], entry["speedup_vs"]["mla_naive"]["median"]
+    return row(title, f"absorbed MLA {fmt_spread(a['tokens_per_s'])}",
+               f"naive MLA {fmt_spread(n['tokens_per_s'])}; MHA {fmt_spread(m['tokens_per_s'])}",
+               f"≥ {GOAL:g}× MHA and ≥ {GOAL:g}× naive; same tokens" if longest else "absorbed ≥ naive; same tokens",
+               entry["same_tokens"] and (min(x_mha, x_naive) >= GOAL if longest else x_naive >= 1),
+               f"absorbed / MHA {x_mha:.2f}×, absorbed / naive {x_naive:.2f}×{note}")
 
 
 def run(quick: bool = False) -> dict:
@@ -97,22 +108,14 @@ def run(quick: bool = False) -> dict:
     rows, data = [], {"configs": {k: c.to_dict() for k, c in cfgs.items()}, "new_tokens": new, "reps": reps}
     for context in contexts:
         prompt = torch.randint(0, cfgs["mha"].vocab_size, (1, context), generator=g)
-        entry, _ = measure(models, cfgs, prompt, new, reps, check_generate=context == contexts[0])
+        entry = measure(models, cfgs, prompt, new, reps, check_generate=context == contexts[0])
         data[str(context)] = entry
         a, n, m = entry["mla_absorbed"], entry["mla_naive"], entry["mha"]
-        vs = entry["speedup_vs"]
-        x_mha, x_naive = vs["mha"]["median"], vs["mla_naive"]["median"]
         longest = context == contexts[-1]
-        same = entry["same_tokens"]
-        rows.append(row(f"Decoding at {context:,} context, tok/s (batch 1, {cfgs['mha'].name})",
-                        f"absorbed MLA {fmt_spread(a['tokens_per_s'])}",
-                        f"naive MLA {fmt_spread(n['tokens_per_s'])}; MHA {fmt_spread(m['tokens_per_s'])}",
-                        f"≥ {GOAL:g}× MHA and ≥ {GOAL:g}× naive; same tokens" if longest
-                        else "absorbed ≥ naive; same tokens",
-                        same and (min(x_mha, x_naive) >= GOAL if longest else x_naive >= 1),
-                        f"absorbed / MHA {x_mha:.2f}×, absorbed / naive {x_naive:.2f}× (medians of paired "
-                        "repetitions)" + ("; at batch 1 a step's ~470 operators (about 2 ms) outweigh reading the "
-                                          "cache: the batched row below" if longest else "")))
+        rows.append(speed_row(entry, f"Decoding at {context:,} context, tok/s (batch 1, {cfgs['mha'].name})", longest,
+                              " (medians of paired repetitions)" + ("; at batch 1 a step's ~470 operators (about 2 ms) "
+                                                                     "outweigh reading the cache: the batched row "
+                                                                     "below" if longest else "")))
         rows.append(row(f"KV cache at {context:,} context (fp32, measured)",
                         f"MLA {a['cache_bytes'] / 2**20:.2f} MiB ({a['measured_bytes_per_token']:,.0f} B/token)",
                         f"MHA {m['cache_bytes'] / 2**20:.2f} MiB ({m['measured_bytes_per_token']:,.0f} B/token); "
@@ -121,17 +124,11 @@ def run(quick: bool = False) -> dict:
                         f"MHA / MLA = {m['cache_bytes'] / a['cache_bytes']:.1f}×"))
     context = contexts[-1]
     prompt = torch.randint(0, cfgs["mha"].vocab_size, (batch, context), generator=g)
-    entry, _ = measure(models, cfgs, prompt, new, reps, check_generate=False)
+    entry = measure(models, cfgs, prompt, new, reps, check_generate=False)
     data[f"{context}_batch{batch}"] = entry
-    a, n, m = entry["mla_absorbed"], entry["mla_naive"], entry["mha"]
-    x_mha, x_naive = entry["speedup_vs"]["mha"]["median"], entry["speedup_vs"]["mla_naive"]["median"]
-    rows.append(row(f"Decoding at {context:,} context, batch {batch}, tok/s ({cfgs['mha'].name})",
-                    f"absorbed MLA {fmt_spread(a['tokens_per_s'])}",
-                    f"naive MLA {fmt_spread(n['tokens_per_s'])}; MHA {fmt_spread(m['tokens_per_s'])}",
-                    f"≥ {GOAL:g}× MHA and ≥ {GOAL:g}× naive; same tokens", entry["same_tokens"] and
-                    min(x_mha, x_naive) >= GOAL,
-                    f"absorbed / MHA {x_mha:.2f}×, absorbed / naive {x_naive:.2f}×; {batch} sequences decoded "
-                    f"together, as a server does: each step reads {batch} caches "
-                    f"({a['cache_bytes'] / batch / 2**20:.0f} MiB each for MLA, "
-                    f"{m['cache_bytes'] / batch / 2**20:.0f} MiB for MHA)"))
+    a, m = entry["mla_absorbed"], entry["mha"]
+    rows.append(speed_row(entry, f"Decoding at {context:,} context, batch {batch}, tok/s ({cfgs['mha'].name})", True,
+                          f"; {batch} sequences decoded together, as a server does: each step reads {batch} caches "
+                          f"({a['cache_bytes'] / batch / 2**20:.0f} MiB each for MLA, "
+                          f"{m['cache_bytes'] / batch / 2**20:.0f} MiB for MHA)"))
     return {"rows": rows, "data": data}
