@@ -49,6 +49,7 @@ def run(quick: bool = False) -> dict:
         model, count, length, new, source = load_model(CHECKPOINT), 8, 64, 128, str(CHECKPOINT.relative_to(ROOT))
     drafted = accepted = forwards = produced = 0
     verify_s = draft_s = 0.0
+    verifies = drafts = 0  # over all rounds, as the seconds are
     plain_s, spec_s, identical = [], [], True
     generate(model, prompts(1, length)[0], 8, temperature=0.0)  # warm-up
     speculative_generate(model, prompts(1, length)[0], 8)
@@ -66,13 +67,13 @@ def run(quick: bool = False) -> dict:
             drafted, accepted = drafted + stats.drafted, accepted + stats.accepted
             forwards, produced = forwards + stats.forward_passes, produced + stats.new_tokens
         verify_s, draft_s = verify_s + stats.verify_seconds, draft_s + stats.draft_seconds
+        # a draft follows the prefill and every verify
+        verifies, drafts = verifies + stats.drafted, drafts + stats.forward_passes
         plain_s.append(secs["plain"])
         spec_s.append(secs["speculative"])
     rate = accepted / drafted if drafted else 0.0
     # a speculative step = one 2-token verify + one draft and yields tokens_per_forward tokens; plain = one forward.
-    # Costs as the runs paid them: seconds per verify, per draft, per plain token, over all rounds. Per prompt a
-    # draft follows the prefill and every verify.
-    verifies, drafts = ROUNDS * (forwards - count), ROUNDS * forwards
+    # Costs as the runs paid them: seconds per verify, per draft, per plain token, over all rounds.
     costs = {"plain_step": sum(plain_s) / (ROUNDS * produced), "verify": verify_s / verifies, "draft": draft_s / drafts,
              "verify_share": verify_s / sum(spec_s), "draft_share": draft_s / sum(spec_s)}
     bound = produced / forwards * costs["plain_step"] / (costs["verify"] + costs["draft"])
