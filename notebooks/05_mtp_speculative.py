@@ -481,7 +481,7 @@ for _, p in prompts[::PROMPTS_PER_DOMAIN]:  # the first prompt of each domain
     fastest, (_, st) = min(runs_s, key=lambda run: run[0])
     t_greedy, t_spec = t_greedy + min(runs_g), t_spec + fastest
     verify_s, draft_s = verify_s + st.verify_seconds, draft_s + st.draft_seconds
-    verifies, drafts = verifies + st.drafted, drafts + st.drafted + 1  # one draft after the prefill, one per verify
+    verifies, drafts = verifies + st.drafted, drafts + st.forward_passes  # a draft after the prefill and every verify
 n_tokens = len(data.domain_names) * N_NEW
 step = t_greedy / n_tokens
 print(f"{n_tokens} tokens: greedy {n_tokens / t_greedy:.0f} tokens/s, speculative {n_tokens / t_spec:.0f} tokens/s")
